@@ -1,0 +1,150 @@
+"""Step-label files: one row per step, the contract between critics, humans, the lab and `srft build`.
+
+Row: trajectory_id, step (1-based, as `Step.number`), label in LABELS, optional reason, source
+(critic id / "human" / "oracle") and optional prompt_hash (the critic prompt that produced it).
+Files are JSONL or Parquet; both are written sorted by (trajectory_id, step) so the same labels give the same
+bytes. Loading validates everything and reports every bad row at once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from srft.io import atomic_path, iter_jsonl, write_jsonl
+from srft.model import LABELS, Label, Trajectory
+
+MAX_REPORTED = 20  # problems listed in one error message; the count of the rest follows
+
+
+class StepLabel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    trajectory_id: str
+    step: int = Field(ge=1)
+    label: Label
+    reason: str | None = None
+    source: str | None = None
+    prompt_hash: str | None = None
+
+
+COLUMNS = tuple(StepLabel.model_fields)
+
+
+class LabelFileError(ValueError):
+    """Invalid rows in a step-label file. `problems` holds one 'file:row: reason' string per bad row."""
+
+    def __init__(self, path: str | os.PathLike, problems: list[str]):
+        self.path, self.problems = str(path), problems
+        shown = "\n  ".join(problems[:MAX_REPORTED])
+        more = f"\n  ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
+        super().__init__(f"{path}: {len(problems)} invalid row(s):\n  {shown}{more}")
+
+
+def _raw_rows(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
+    """(row number from 1, dict) for JSONL (line numbers) or Parquet (row order)."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        for i, rec in enumerate(pq.read_table(path).to_pylist(), 1):
+            yield i, rec
+    else:
+        yield from iter_jsonl(path)
+
+
+def read_labels(path: str | os.PathLike,
+                trajectories: Mapping[str, Trajectory] | None = None) -> list[StepLabel]:
+    """Load and validate a step-label file.
+
+    Checks each row's fields and label; with `trajectories` (id -> Trajectory) also that the trajectory exists
+    and the step is in range. Duplicate (trajectory_id, step) rows are errors. Raises LabelFileError listing
+    every problem with its row number.
+    """
+    path = Path(path)
+    problems: list[str] = []
+    seen: dict[tuple[str, int], int] = {}
+    out: list[StepLabel] = []
+    try:
+        rows = list(_raw_rows(path))
+    except (OSError, ValueError) as exc:
+        raise LabelFileError(path, [f"{path}: cannot read: {exc}"]) from exc
+    for row, rec in rows:
+        where = f"{path.name}:{row}"
+        rec = {k: rec[k] for k in COLUMNS if k in rec}  # other columns (e.g. a critic's model) are allowed
+        if rec.get("label") not in LABELS:
+            problems.append(f"{where}: unknown label {rec.get('label')!r} (expected one of {', '.join(LABELS)})")
+            continue
+        try:
+            item = StepLabel(**rec)
+        except Exception as exc:  # pydantic ValidationError: name the fields
+            fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            problems.append(f"{where}: {fields}")
+            continue
+        key = (item.trajectory_id, item.step)
+        if key in seen:
+            problems.append(f"{where}: duplicate step {item.step} of trajectory {item.trajectory_id} "
+                            f"(first at row {seen[key]})")
+            continue
+        seen[key] = row
+        if trajectories is not None:
+            traj = trajectories.get(item.trajectory_id)
+            if traj is None:
+                problems.append(f"{where}: unknown trajectory {item.trajectory_id!r}")
+                continue
+            if item.step > len(traj.steps):
+                problems.append(f"{where}: step {item.step} out of range (trajectory {item.trajectory_id} "
+                                f"has {len(traj.steps)} steps)")
+                continue
+        out.append(item)
+    if problems:
+        raise LabelFileError(path, problems)
+    return sort_labels(out)
+
+
+def sort_labels(labels: Iterable[StepLabel]) -> list[StepLabel]:
+    return sorted(labels, key=lambda x: (x.trajectory_id, x.step))
+
+
+def write_labels(path: str | os.PathLike, labels: Iterable[StepLabel]) -> int:
+    """Write labels sorted by (trajectory_id, step) to `.jsonl` or `.parquet` (by suffix), atomically."""
+    path = Path(path)
+    rows = [lab.model_dump() for lab in sort_labels(labels)]
+    if path.suffix != ".parquet":
+        return write_jsonl(path, rows)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("trajectory_id", pa.string()), ("step", pa.int64()), ("label", pa.string()),
+                        ("reason", pa.string()), ("source", pa.string()), ("prompt_hash", pa.string())])
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
+    return len(rows)
+
+
+def apply_labels(trajectories: Iterable[Trajectory], labels: Iterable[StepLabel]) -> list[Trajectory]:
+    """Copies of the trajectories with `label`, `label_reason`, `label_source` set on labelled steps."""
+    by_traj: dict[str, dict[int, StepLabel]] = {}
+    for lab in labels:
+        by_traj.setdefault(lab.trajectory_id, {})[lab.step] = lab
+    out = []
+    for traj in trajectories:
+        mine = by_traj.get(traj.id)
+        if not mine:
+            out.append(traj)
+            continue
+        steps = [s.model_copy(update={"label": mine[s.number].label, "label_reason": mine[s.number].reason,
+                                      "label_source": mine[s.number].source}) if s.number in mine else s
+                 for s in traj.steps]
+        out.append(traj.model_copy(update={"steps": steps}))
+    return out
+
+
+def labels_of(trajectories: Iterable[Trajectory]) -> list[StepLabel]:
+    """The labels carried on steps, as rows (inverse of apply_labels)."""
+    return [StepLabel(trajectory_id=t.id, step=s.number, label=s.label, reason=s.label_reason,
+                      source=s.label_source)
+            for t in trajectories for s in t.steps if s.label is not None]

@@ -1,0 +1,56 @@
+"""Shared test fixtures. Nothing here reaches a model hub: HF_HUB_OFFLINE is forced before any import."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SRFT_SHARED", ROOT.parent / "shared")).resolve()
+TRAJ_DIR = SHARED / "data" / "trajectories"
+TOKENIZER_DIR = SHARED / "data" / "tokenizers"
+RESULTS_DIR = SHARED / "data" / "swebench_results"
+TOKENIZERS = ("qwen2.5-coder-instruct", "qwen3", "llama-3.1-instruct", "deepseek-r1")
+ARTIFACTS = ROOT / "test-artifacts"  # screenshots and other things a human may want to look at
+
+
+def need_shared(path: Path = SHARED) -> Path:
+    """Skip when ../shared (or the part asked for) is missing; under CI its absence is a failure."""
+    if not path.exists():
+        message = f"../shared material not found at {path} (set SRFT_SHARED to its location)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; CI must have ../shared beside the project")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return need_shared()
+
+
+@pytest.fixture(scope="session")
+def traj_dir() -> Path:
+    return need_shared(TRAJ_DIR)
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir() -> Path:
+    return need_shared(TOKENIZER_DIR)
+
+
+@pytest.fixture(scope="session")
+def results_dir() -> Path:
+    return need_shared(RESULTS_DIR)
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
