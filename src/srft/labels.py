@@ -9,7 +9,7 @@ bytes. Loading validates everything and reports every bad row at once.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +57,14 @@ def _raw_rows(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
 
 
 def read_labels(path: str | os.PathLike,
-                trajectories: Mapping[str, Trajectory] | None = None) -> list[StepLabel]:
+                trajectories: Mapping[str, Trajectory] | None = None,
+                resolve: Callable[[dict[str, Any]], str] | None = None) -> list[StepLabel]:
     """Load and validate a step-label file.
 
     Checks each row's fields and label; with `trajectories` (id -> Trajectory) also that the trajectory exists
     and the step is in range. Duplicate (trajectory_id, step) rows are errors. Raises LabelFileError listing
-    every problem with its row number.
+    every problem with its row number. `resolve` maps a row without `trajectory_id` (files made outside srft
+    name it by `file` or `instance_id`) to a trajectory id, raising ValueError with the reason when it cannot.
     """
     path = Path(path)
     problems: list[str] = []
@@ -74,6 +76,12 @@ def read_labels(path: str | os.PathLike,
         raise LabelFileError(path, [f"{path}: cannot read: {exc}"]) from exc
     for row, rec in rows:
         where = f"{path.name}:{row}"
+        if resolve is not None and not rec.get("trajectory_id"):
+            try:
+                rec = {**rec, "trajectory_id": resolve(rec)}
+            except ValueError as exc:
+                problems.append(f"{where}: {exc}")
+                continue
         rec = {k: rec[k] for k in COLUMNS if k in rec}  # other columns (e.g. a critic's model) are allowed
         if rec.get("label") not in LABELS:
             problems.append(f"{where}: unknown label {rec.get('label')!r} (expected one of {', '.join(LABELS)})")
