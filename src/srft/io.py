@@ -17,6 +17,8 @@ from typing import Any
 
 from srft.model import Trajectory
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once at import: os.umask can only be read by setting it
 TRAJECTORY_BATCH = 512  # rows per Parquet row group / read batch: bounds memory on 100k-row stores
 
 
@@ -28,10 +30,12 @@ def atomic_path(path: str | os.PathLike, *, directory: bool = False) -> Iterator
     prefix = f".{target.name}.tmp-"
     if directory:
         tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+        os.chmod(tmp, 0o777 & ~_UMASK)
     else:
         fd, name = tempfile.mkstemp(prefix=prefix, dir=target.parent)
         os.close(fd)
         tmp = Path(name)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs should be as readable as open() makes them
     try:
         yield tmp
         if directory and target.exists():
