@@ -177,7 +177,8 @@ class Trajectory(_Model):
             "source": self.source.model_dump(),
             "messages": [_message_record(m) for m in self.messages],
             "steps": [s.model_dump() for s in self.steps],
-            "tools_json": None if self.tools is None else json.dumps(self.tools, sort_keys=True),
+            # key order kept: chat templates print tool schemas with `tojson`, so order is part of the prompt
+            "tools_json": None if self.tools is None else json.dumps(self.tools, ensure_ascii=False),
             "outcome": self.outcome.model_dump(),
             "metadata": {**self.metadata.model_dump(exclude={"extra"}),
                          "extra_json": json.dumps(self.metadata.extra, sort_keys=True)},
