@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 import srft
-from srft.io import atomic_path, atomic_write_json, read_trajectories, write_trajectories
+from srft.io import atomic_path, atomic_write_json, read_trajectories, sha256_file, write_trajectories
 from srft.labels import apply_labels, read_labels
 from srft.exports import longest
 from srft.masks import MaskConfig, build_samples
@@ -284,18 +284,11 @@ def _fingerprints(data_dir, annotations, tokenizer: str) -> dict[str, Any]:
     tok = Path(tokenizer)
     tok_files = [tok] if tok.is_file() else sorted(p for p in tok.iterdir() if p.is_file() and p.suffix in (
         ".json", ".jinja", ".model", ".txt"))
-    return {"store": {"path": str(store.resolve()), "sha256": _sha256(store)},
+    return {"store": {"path": str(store.resolve()), "sha256": sha256_file(store)},
             "annotations": None if annotations is None else {"path": str(Path(annotations).resolve()),
-                                                             "sha256": _sha256(Path(annotations))},
-            "tokenizer": {"path": str(tok.resolve()), "files": {p.name: _sha256(p) for p in tok_files}}}
+                                                             "sha256": sha256_file(Path(annotations))},
+            "tokenizer": {"path": str(tok.resolve()), "files": {p.name: sha256_file(p) for p in tok_files}}}
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fingerprint(report: dict[str, Any]) -> str:

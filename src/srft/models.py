@@ -15,7 +15,6 @@ atomically: a crash never leaves a half-written model that a later run would tru
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from srft.io import atomic_path, atomic_write_json
+from srft.io import atomic_path, atomic_write_json, sha256_file
 
 MARKER = "srft_model.json"
 DEFAULT_CACHE = Path(".cache") / "models"
@@ -150,13 +149,6 @@ def _save(model, tokenizer, out_dir: Path, info: dict[str, Any]) -> None:
         atomic_write_json(tmp / MARKER, info)
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def locate_source(name: str) -> Path:
     """The bundled GGUF file for a preparable model name (the package is located, never imported)."""
@@ -184,7 +176,7 @@ def prepare_model(name: str, out_dir: str | Path | None = None, *, force: bool =
     """Convert a bundled GGUF into a plain HF model dir (cached by source hash); return its description."""
     source = locate_source(name)
     out_dir = Path(out_dir) if out_dir is not None else default_dir(name)
-    sha = _sha256_file(source)
+    sha = sha256_file(source)
     marker = out_dir / MARKER
     if marker.is_file() and not force:
         info = json.loads(marker.read_text(encoding="utf-8"))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import threading
 import time
 from collections import Counter
@@ -227,13 +226,6 @@ def trajectory_rows(results: list[TrajectoryResult], cfg: AnnotateConfig) -> lis
     return rows
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def store_file(data_dir: str | Path) -> Path:
     """The trajectory store file behind DATA_DIR (a folder with trajectories.parquet, or the file itself)."""
@@ -257,7 +249,7 @@ def count_rows(path: Path) -> int:
 def run_annotate(data_dir: str | Path, out_dir: str | Path, config: AnnotateConfig | dict[str, Any] | None = None,
                  *, console: Any = None) -> dict[str, Any]:
     """Label the store at `data_dir`, write every output into `out_dir`, return the report."""
-    from srft.io import iter_trajectories
+    from srft.io import iter_trajectories, sha256_file
 
     cfg = config if isinstance(config, AnnotateConfig) else AnnotateConfig.model_validate(config or {})
     store, out = store_file(data_dir), Path(out_dir)
@@ -282,7 +274,7 @@ def run_annotate(data_dir: str | Path, out_dir: str | Path, config: AnnotateConf
 
         result = annotate_trajectories(iter_trajectories(store), cfg, cache_path=cache_path, on_item=on_item)
     report = {"srft_version": srft.__version__, "config": cfg.model_dump(mode="json"),
-              "inputs": {"store": str(store), "sha256": file_sha256(store)}, **result.summary}
+              "inputs": {"store": str(store), "sha256": sha256_file(store)}, **result.summary}
     write_outputs(out, result, report, trajectory_rows(result.results, cfg))
     return report
 

@@ -17,7 +17,7 @@ from srft.model import LABELS, Label
 from srft.view.app import ANNOTATOR_RE, COOKIE, Session, Sessions, ViewConfig, static_dir
 from srft.view.db import LabelsDB
 from srft.view.pages import ListFilters, list_context, trajectory_context
-from srft.view.store import Annotations, Store, agreement, load_annotations
+from srft.view.store import Store, agreement, load_annotations
 
 
 class LabelIn(BaseModel):
