@@ -30,8 +30,9 @@ chromium:
 	  echo "installing Debian chromium for the browser tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# The whole pipeline on the lab (recipes/demo.yaml); `srft run` prints where the report is.
 demo: venv
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/srft ingest examples/trajectories --out runs/demo/ingest
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/srft run recipes/demo.yaml
 
 test: venv-test chromium
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest
