@@ -280,8 +280,8 @@ def test_bad_options_fail_before_work(tmp_path):
 
 
 def test_demo_example_is_self_contained(tmp_path):
-    """`make demo` ingests examples/trajectories: regular files only, nothing outside the repo, all resolved
-    or unresolved by the example's own reports, exit 0."""
+    """The built-in examples (`srft ingest examples/trajectories`, no ../shared needed): regular files only,
+    nothing outside the repo, all resolved or unresolved by the example's own reports, exit 0."""
     files = [p for p in EXAMPLES.rglob("*") if not p.is_dir()]
     assert files and all(p.is_file() and not p.is_symlink() for p in files)
     for path in files:
