@@ -24,7 +24,7 @@ COLUMNS = ["input_ids", "labels", "trajectory_id", "instance_id", "resolved", "p
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, real_trajs) -> tuple[Path, Path, list]:
+def store(tmp_path_factory, real_trajs) -> tuple[Path, Path, list]:  # noqa: F811 (pytest fixture argument)
     """A store of real (one per format) and synthetic trajectories, and a label file for them."""
     need_shared(TOKENIZER_DIR)
     seen, picked = set(), []

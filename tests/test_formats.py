@@ -108,7 +108,8 @@ def test_swe_agent_traj_variants(traj_dir):
 def test_swe_agent_demo_turns_and_autosubmit_are_flagged(tmp_path):
     history = [{"role": "system", "content": "SETTING"},
                {"role": "user", "content": "demo task", "is_demo": True},
-               {"role": "assistant", "content": "demo\n```\nls\n```", "thought": "demo", "action": "ls", "is_demo": True},
+               {"role": "assistant", "content": "demo\n```\nls\n```", "thought": "demo", "action": "ls",
+                "is_demo": True},
                {"role": "user", "content": "real task"},
                {"role": "assistant", "content": [{"type": "text", "text": "look\n```\ncat a.py\n```"}],
                 "thought": "look", "action": "cat a.py"},

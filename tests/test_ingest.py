@@ -78,8 +78,8 @@ def test_reports_given_on_the_command_line_are_run_scoped(traj_dir, results_dir)
     copies = sorted((results_dir / "mini-swe-agent-pr816").glob("*.json"))
     paths = sorted((traj_dir / DEEPSEEK).glob("*/*.traj.json"))
     result = ingest(paths, outcomes=copies)
-    labels = {str(traj_dir / DEEPSEEK / json.loads(l)["file"]): json.loads(l)["resolved"]
-              for l in (traj_dir / DEEPSEEK / "labels.jsonl").read_text().splitlines()}
+    rows = [json.loads(line) for line in (traj_dir / DEEPSEEK / "labels.jsonl").read_text().splitlines()]
+    labels = {str(traj_dir / DEEPSEEK / row["file"]): row["resolved"] for row in rows}
     assert {t.source.path: t.outcome.resolved for t in result.trajectories} == labels
     assert result.report["skipped"] == 0 and result.report["outcomes"]["conflicts"] == 0
 

@@ -124,7 +124,7 @@ def annotate_cmd(
     decoding: str = typer.Option(None, "--decoding", help="transformers: free (default) | guided."),
     batch_size: int = typer.Option(None, "--batch-size", help="transformers: requests per generate() call."),
     rules: str = typer.Option(None, "--rules", help="heuristic: comma-separated rules (malformed,failed,repeat,"
-                              "revert; default all)."),
+                              "revert,submit; default all)."),
     option: list[str] = typer.Option(None, "--option", help="Any critic option as KEY=VALUE (repeatable)."),
     concurrency: int = typer.Option(None, "--concurrency", help="Critic calls in flight (default 8)."),
     only: str = typer.Option(None, "--only", help="unresolved (default, as in the paper) | all."),

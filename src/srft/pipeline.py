@@ -115,7 +115,7 @@ def pipeline_nodes(recipe: Recipe) -> list[Node]:
             add(Node("critic_eval", "critic_eval", {}, partial(s.critic_eval, recipe.annotate.gold),
                      deps=["ingest", "annotate", *gold_deps], inputs=gold_inputs))
 
-    # 3. The student: your model folder; the lab's tokenizer + base model pretrained on a random agent; or a
+    # 3. The student: your model folder; the lab's tokenizer + base model pretrained on instruction episodes; or a
     #    random-init model around your tokenizer.
     tokenizer = recipe.build.tokenizer or recipe.train.model
     nodes += _student_nodes(recipe, lab, tokenizer, s)
@@ -169,7 +169,7 @@ def _lab_keys(lab: Any) -> tuple[dict | None, dict | None]:
 
 
 def _student_nodes(recipe: Recipe, lab: Any, tokenizer: str | None, s: Any) -> list[Node]:
-    """tokenizer + student for the lab (its BPE, its base model pretrained on a random agent), or a random-init
+    """tokenizer + student for the lab (its BPE, its base model pretrained on instruction episodes), or a random-init
     student (`train.init`); nothing when `train.model` is your model folder."""
     data_key, pretrain_key = _lab_keys(lab)
     nodes = []

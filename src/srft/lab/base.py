@@ -6,12 +6,12 @@ teacher trajectories never gets that far: it has to learn the tool-call syntax a
 from the report into a search, a path and line from a search hit into an edit) from the same data, and in our
 measurements it learned neither (0% success on every arm, tool arguments copied correctly < 10% of the time).
 
-So every arm starts from one shared base, pretrained with `srft train` on every token of *instruction episodes*
-on separate tasks: the user lists concrete changes (`{"var": "beta", "value": 12}`), sometimes naming a file,
-and a scripted assistant does exactly that (read the file if named, search, edit, submit). The base learns the syntax, what each tool
-returns and how to copy names, paths, lines and values into calls; it never sees a bug report, a failing test,
-a misleading hint, a mistake or a recovery, so how to fix bugs (and which of the teacher's habits to copy) is left
-to the fine-tuning the arms differ in. It succeeds on few bug-fixing tasks: the `base` row of the results.
+So every arm starts from one shared base, pretrained with `srft train` on every token of *instruction episodes* on
+separate tasks: the user lists concrete changes (`{"var": "beta", "value": 12}`), sometimes naming a file, and a
+scripted assistant does exactly that (read the file if named, search, edit, submit). The base learns the syntax, what
+each tool returns and how to copy names, paths, lines and values into calls; it never sees a bug report, a failing
+test, a misleading hint, a mistake or a recovery, so how to fix bugs (and which of the teacher's habits to copy) is
+left to the fine-tuning the arms differ in. It succeeds on few bug-fixing tasks: the `base` row of the results.
 Before that, a short warm-up on random token sequences shown twice forms the induction heads copying rests on:
 a dense copying signal the episodes alone give too sparsely (measured: with the warm-up a search hit's path is
 copied into the next edit 87% of the time after 400 pretraining steps, without it 5%). The tokenizer's fused

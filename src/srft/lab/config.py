@@ -29,7 +29,7 @@ class TaskCounts(_Model):
 
     train: int = Field(400, ge=1, description="teacher trajectories (one per training task)")
     eval: int = Field(100, ge=1, description="held-out tasks every student is scored on")
-    pretrain: int = Field(2000, ge=1, description="random-agent episodes the base model is pretrained on")
+    pretrain: int = Field(2000, ge=1, description="instruction episodes the base model is pretrained on")
     mix: dict[str, float] = Field({"easy": 1.0, "medium": 1.0, "hard": 2.0},
                                   description="difficulty weights (easy | medium | hard), same for every split")
 

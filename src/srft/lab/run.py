@@ -5,7 +5,7 @@
     labels     the teacher's true labels keyed by the ingested ids -> labels/oracle.jsonl (+ flipped copies)
     annotate   srft.critic.annotate.run_annotate with the heuristic critic -> annotate/annotations.jsonl
     tokenizer  BPE on the lab's own text + the ChatML tool template -> tokenizer/
-    base       srft.models.init_model + srft.train.run_train on a random agent's episodes -> base/model
+    base       srft.models.init_model + srft.train.run_train: induction warm-up, instruction episodes -> base/model
     per arm    srft.build.run_build (policy + labels) -> build/<arm>; per seed srft.train.run_train from the base
                -> train/<arm>/seed<k>; greedy episodes on held-out tasks -> eval/<arm>/seed<k>
     compare    outcomes.csv (one 0/1 column per arm and seed) -> srft.compare.run_compare vs rft
@@ -166,7 +166,8 @@ def _score(entry: dict[str, Any]) -> dict[str, Any]:
 
     cm, m = entry["confusion"], LABELS.index("mistake")
     wrong = sum(cm[m][j] for j in range(len(LABELS)) if j != m) + sum(cm[i][m] for i in range(len(LABELS)) if i != m)
-    return {"name": entry["name"], "steps": entry["matched_steps"], "mask_error": wrong / max(entry["matched_steps"], 1),
+    return {"name": entry["name"], "steps": entry["matched_steps"],
+            "mask_error": wrong / max(entry["matched_steps"], 1),
             "binary_f1": entry["binary_f1"]["value"], "macro_f1": entry["macro_f1"]["value"],
             "kappa": entry["kappa"]["value"], "mistake": entry["per_label"]["mistake"]}
 

@@ -1,8 +1,9 @@
 """What the viewer shows: trajectory summaries, whole trajectories on demand, annotation sources, agreement.
 
 A store of 100k trajectories is too big to hold whole, so the list reads only light columns once (ids,
-outcome, provenance, step counts, stored labels) and a trajectory page reads its one row by id (the store is sorted by id, so
-Parquet row-group statistics skip the rest). Annotation files are small (one row per step) and held in memory.
+outcome, provenance, step counts, stored labels) and a trajectory page reads its one row by id (the store is
+sorted by id, so Parquet row-group statistics skip the rest).
+Annotation files are small (one row per step) and held in memory.
 """
 
 from __future__ import annotations
