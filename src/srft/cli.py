@@ -729,7 +729,7 @@ def run_cmd(
 @app.command("lab")
 def lab_cmd(
     preset: str = typer.Option("tiny", "--preset", help="tiny (pipeline check, minutes) | small (the measured "
-                               "comparison, <= 30 min on 2 cores) | paper (more tasks, seeds, a bigger student)."),
+                               "comparison, ~42 min on 2 cores) | paper (more tasks, seeds, a bigger student)."),
     out: str = typer.Option(None, "--out", help="Run directory (default runs/lab-PRESET); re-running resumes it."),
     seeds: str = typer.Option(None, "--seeds", help="Training seeds per arm, comma-separated (overrides the preset)."),
     set_: list[str] = typer.Option(None, "--set", help="Override a config field, KEY=VALUE (YAML value), e.g. "

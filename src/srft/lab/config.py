@@ -148,7 +148,7 @@ PRESETS: dict[str, dict] = {
                  induction=dict(max_steps=3, batch_size=8, lr=1e-3, warmup_ratio=0, scheduler="constant"),
                  pretrain=dict(max_steps=6, batch_size=8, lr=2e-3, scheduler="constant"),
                  finetune=dict(max_steps=4, batch_size=8)),
-    # The statistically meaningful run on 2 CPU cores (<= 30 minutes).
+    # The measured comparison: 42 min on 2 CPU cores (docs/lab.md "Results"; the issue aimed at 30).
     "small": dict(),
     # The run to do with more compute: more tasks, a bigger student, more seeds and noise levels.
     "paper": dict(tasks=dict(train=2000, eval=500, pretrain=20000), seeds=[0, 1, 2, 3, 4],
