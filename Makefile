@@ -5,8 +5,13 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
-# llama-cpp-python compiles from source (~5 min on 2 cores); pip caches the wheel for later venvs.
+# llama-cpp-python compiles llama.cpp from source (~4 min on 2 cores). Build it portable (AVX2/FMA/F16C, no
+# -march=native): a native build on this project's AMX-capable Xeon VMs segfaults on any multi-token prompt
+# (measured 2026-12-04), and pip's wheel cache would hand a native build from one machine to the next, so it is
+# built without the cache.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+LLAMA_CPP := $(shell grep -o '^llama-cpp-python[^ ]*' requirements-test.txt)
 
 .PHONY: demo test venv venv-test chromium clean
 
@@ -21,6 +26,7 @@ $(VENV)/.stamp-base: requirements.txt pyproject.toml
 	@touch $@
 
 $(VENV)/.stamp-test: $(VENV)/.stamp-base requirements-test.txt
+	$(PIP) install --no-cache-dir "$(LLAMA_CPP)"
 	$(PIP) install -r requirements-test.txt
 	@touch $@
 
