@@ -6,9 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 # llama-cpp-python compiles llama.cpp from source (~4 min on 2 cores). Build it portable (AVX2/FMA/F16C, no
-# -march=native): a native build on this project's AMX-capable Xeon VMs segfaults on any multi-token prompt
-# (measured 2026-12-04), and pip's wheel cache would hand a native build from one machine to the next, so it is
-# built without the cache.
+# -march=native): a native build on this project's Xeon VMs (AVX-512 + AMX) segfaults on any multi-token prompt
+# while the portable one works (measured 2026-12-04), and pip's wheel cache would hand a native build from one
+# machine to the next, so it is built without the cache.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 LLAMA_CPP := $(shell grep -o '^llama-cpp-python[^ ]*' requirements-test.txt)
