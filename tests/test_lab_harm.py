@@ -3,8 +3,8 @@
 Two real students, trained through `srft lab`'s stages from the `small` preset's base model with the same
 optimizer steps: `rft` (resolved trajectories) and `mistakes-only` (only the teacher's true mistake steps
 trained, every other step in context with no loss). If imitating the mistakes did not lower success, masking
-them could not help and the lab could not test SRFT. This is the slowest test of the suite (~6 minutes on
-2 cores): the base model must learn the tools before any fine-tuning can show a difference.
+them could not help and the lab could not test SRFT. This is the slowest test of the suite (444 s measured on
+2 quiet cores): the base model must learn the tools before any fine-tuning can show a difference.
 """
 
 from __future__ import annotations
