@@ -4,7 +4,7 @@
   (b) build vs an axolotl-style prefix-diff masker                   (goal >= 3x)
   (c) scaling: a 100-step trajectory costs <= 2.2x a 50-step one
 
-"build" = `srft.masks.build_samples` (render, locate every step, tokenize once, labels). Times are CPU seconds
+"build" = `srft.dataset.masks.build_samples` (render, locate every step, tokenize once, labels). Times are CPU seconds
 of this process (robust on a shared machine), best of --repeats, methods interleaved.
 
     .venv/bin/python benchmarks/bench_build.py [--store DIR_OR_PARQUET] [--repeats 3] [--json]
@@ -48,7 +48,7 @@ def raw_tokenize(renderer, texts):
 
 
 def srft_build(renderer, trajs):
-    from srft.masks import build_samples
+    from srft.dataset.masks import build_samples
 
     for traj in trajs:
         built = build_samples(traj, renderer)
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
-    from srft.render import Renderer, load_tokenizer
+    from srft.dataset.render import Renderer, load_tokenizer
 
     renderer = Renderer(load_tokenizer(args.tokenizer))
     trajs = sorted(load_trajectories(args.store), key=lambda t: t.id)

@@ -98,7 +98,7 @@ def serve(delay: float) -> tuple[subprocess.Popen, str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "srft.critic.fake_server", "--port", str(port), "--delay",
+    proc = subprocess.Popen([sys.executable, "-m", "srft.testing.fake_openai", "--port", str(port), "--delay",
                              str(delay)], stdout=subprocess.DEVNULL)
     for _ in range(200):
         try:

@@ -52,7 +52,7 @@ def make_rows(n: int, vocab: int, min_len: int, max_len: int, seed: int = 0) -> 
 def prepare(work: Path, args) -> Path:
     import datasets
 
-    from srft.models import InitConfig, init_model, make_word_tokenizer
+    from srft.train.models import InitConfig, init_model, make_word_tokenizer
 
     if args.model:
         model = Path(args.model)

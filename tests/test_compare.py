@@ -10,7 +10,7 @@ import scipy.stats
 from typer.testing import CliRunner
 
 from srft.cli import app
-from srft.compare import CompareError, load_runs, run_compare
+from srft.compare.harness import CompareError, load_runs, run_compare
 
 CSV = "derived/verified_mini-swe-agent_per_instance_resolved.csv"
 IDS = "derived/verified_instance_ids.txt"
@@ -230,7 +230,7 @@ def test_cli_bad_input_exits_nonzero_naming_the_file(tmp_path):
 
 def test_in_memory_runs_for_the_lab():
     """The lab compares trained students in-process: several seeds = several runs of one system."""
-    from srft.compare import Run, compare_runs
+    from srft.compare.harness import Run, compare_runs
 
     tasks = [f"task-{i:02d}" for i in range(40)]
     student = [Run.from_resolved(f"seed{s}", {t: (i + s) % 3 != 0 for i, t in enumerate(tasks)}) for s in range(3)]

@@ -14,7 +14,7 @@ from pathlib import Path
 from critic_support import simple_traj, write_store
 
 from srft.critic.cache import CachedResponse, CacheKey, ResponseCache
-from srft.critic.fake_server import FakeCriticServer
+from srft.testing.fake_openai import FakeCriticServer
 from srft.labels import read_labels
 
 MESSAGES = [{"role": "user", "content": "label these steps"}]

@@ -12,7 +12,7 @@ from srft.cli import app
 from srft.critic import CRITICS
 from srft.critic.annotate import annotate_trajectories
 from srft.critic.ensemble import vote
-from srft.critic.fake_server import FakeCriticServer, Reply
+from srft.testing.fake_openai import FakeCriticServer, Reply
 from srft.registry import RegistryError
 
 

@@ -10,7 +10,7 @@ from sklearn.metrics import cohen_kappa_score, confusion_matrix, f1_score, preci
 from typer.testing import CliRunner
 
 from srft.cli import app
-from srft.critic_eval import (EvalConfig, TrajectoryIndex, bootstrap_weights, evaluate, label_file_names,
+from srft.critic.eval import (EvalConfig, TrajectoryIndex, bootstrap_weights, evaluate, label_file_names,
                               load_labels, metrics_from_confusion)
 from srft.io import write_jsonl, write_trajectories
 from srft.labels import LabelFileError, StepLabel, write_labels

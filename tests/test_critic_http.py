@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from srft.cli import app
 from srft.critic.annotate import annotate_trajectories, run_annotate
-from srft.critic.fake_server import FakeCriticServer, Reply
+from srft.testing.fake_openai import FakeCriticServer, Reply
 from srft.critic.openai_compat import retry_after_seconds
 from srft.labels import read_labels
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from srft.build import BuildConfig, run_build
-from srft.masks import IGNORE_INDEX
+from srft.dataset.build import BuildConfig, run_build
+from srft.dataset.masks import IGNORE_INDEX
 from srft.policy import PolicyConfig
-from srft.render import load_tokenizer
+from srft.dataset.render import load_tokenizer
 
 from conftest import TOKENIZER_DIR
 from test_build import store  # noqa: F401 (fixture)

@@ -242,7 +242,7 @@ def test_flipped_labels_flip_the_mask_decision_at_rate_q():
 
 
 def test_outcome_table_is_what_srft_compare_reads(tmp_path):
-    from srft.compare import run_compare
+    from srft.compare.harness import run_compare
 
     cols = {"rft.s0": {"a": True, "b": False, "c": False}, "rft.s1": {"a": True, "b": True, "c": False},
             "sft.s0": {"a": False, "b": False, "c": False}}

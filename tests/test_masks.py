@@ -13,9 +13,9 @@ from collections import Counter
 
 import pytest
 
-from srft.masks import IGNORE_INDEX, MaskConfig, build_samples
+from srft.dataset.masks import IGNORE_INDEX, MaskConfig, build_samples
 from srft.model import FunctionCall, Message, Outcome, Source, ToolCall, Trajectory, steps_from_messages, trajectory_id
-from srft.render import Renderer, load_tokenizer
+from srft.dataset.render import Renderer, load_tokenizer
 
 from conftest import TOKENIZERS, TRAJ_DIR, need_shared
 

@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from srft.cli import app
-from srft.models import InitConfig, ModelError, init_model, make_word_tokenizer, prepare_model
+from srft.train.models import InitConfig, ModelError, init_model, make_word_tokenizer, prepare_model
 
 
 def _sha(path) -> str:

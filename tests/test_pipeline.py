@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from srft.stages import MANIFEST, Node, NodeContext, Runner, read_manifest
+from srft.run.runner import MANIFEST, Node, NodeContext, Runner, read_manifest
 
 
 def _writer(name: str, calls: list[str]):
@@ -249,8 +249,8 @@ def test_an_interrupted_training_resumes_from_its_last_checkpoint(tiny_run, tmp_
 
     from transformers import TrainerCallback
 
-    from srft.pipeline import load_recipe, pipeline_nodes
-    from srft.stages import Runner
+    from srft.run.graph import load_recipe, pipeline_nodes
+    from srft.run.runner import Runner
     from srft.train.run import run_train
 
     run = tmp_path / "run"
@@ -330,8 +330,8 @@ def test_train_under_accelerate_launch(tiny_run, tmp_path: Path) -> None:
     recipe), here with a one-process CPU config; the node gets the model, the report and the launcher's log."""
     import shutil
 
-    from srft.pipeline import load_recipe, pipeline_nodes
-    from srft.stages import Runner
+    from srft.run.graph import load_recipe, pipeline_nodes
+    from srft.run.runner import Runner
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run["dir"], run)

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from srft.cli import app
-from srft.pipeline import load_recipe, pipeline_nodes
-from srft.recipe_loader import ConfigError, apply_overrides
+from srft.run.graph import load_recipe, pipeline_nodes
+from srft.run.loader import ConfigError, apply_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))

@@ -41,9 +41,9 @@ def test_report_is_self_contained_and_holds_the_run_numbers(tiny_run) -> None:
 
 def test_every_text_is_escaped(tiny_run, tmp_path: Path) -> None:
     """Trajectory text is attacker-controlled (it comes from agents and tools): render a hostile step."""
-    from srft.pipeline import load_recipe
-    from srft.report import collect, render
-    from srft.stages import read_manifest
+    from srft.run.graph import load_recipe
+    from srft.run.report import collect, render
+    from srft.run.runner import read_manifest
 
     run = tiny_run["dir"]
     recipe, _ = load_recipe(Path(__file__).parent / "fixtures" / "pipeline" / "tiny.yaml")

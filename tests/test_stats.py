@@ -1,4 +1,4 @@
-"""srft.stats against scipy and against simulation: bootstrap CIs, sign test, clustering, two-level, MDE."""
+"""srft.compare.stats against scipy and against simulation: bootstrap CIs, sign test, clustering, two-level, MDE."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from srft import stats
+from srft.compare import stats
 
 CSV = "derived/verified_mini-swe-agent_per_instance_resolved.csv"
 GEMINI = "20251118_mini-v1.15.0_gemini-3-pro-preview-20251118"

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from srft.models import InitConfig, init_model, make_word_tokenizer
+from srft.train.models import InitConfig, init_model, make_word_tokenizer
 from srft.train import TrainConfig, build_trainer, run_train
 from srft.train.data import IGNORE, BatchPlan, row_coefficients, steps_for_budget
 

@@ -1,6 +1,6 @@
 """Interop: TRL's SFTTrainer, fed the same pre-tokenized rows (`input_ids` + `labels`), computes the same first-step
 loss and gradients as `srft train` on the same model and seed: on synthetic rows, and end to end on trajectories
-built by `srft.build` (mask engine + the `trl` export's train.parquet and sft_config.json).
+built by `srft.dataset.build` (mask engine + the `trl` export's train.parquet and sft_config.json).
 
 Tolerance: loss rel 1e-5, every gradient rtol 1e-4 / atol 1e-6 (fp32 on CPU; the two differ only in summation
 order: TRL sees one batch of 4 rows, we see 2 micro-batches of 2 with gradient accumulation, and TRL scores
@@ -66,7 +66,7 @@ def _unmasked_first_loss(model_dir, rows):
     return total / count
 
 
-# -- end to end: trajectories -> srft.build (mask engine + `trl` export) -> both trainers ------------------------
+# -- end to end: trajectories -> srft.dataset.build (mask engine + `trl` export) -> both trainers ------------------------
 
 def _trajectories():
     from srft.model import FunctionCall, Message, Outcome, Source, ToolCall, Trajectory, steps_from_messages, \
@@ -96,10 +96,10 @@ def test_build_trl_export_trains_identically(tokenizer_dir, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from srft.build import BuildConfig, run_build
+    from srft.dataset.build import BuildConfig, run_build
     from srft.io import write_trajectories
     from srft.labels import StepLabel, write_labels
-    from srft.models import InitConfig, init_model
+    from srft.train.models import InitConfig, init_model
 
     trajectories = _trajectories()
     write_trajectories(tmp_path / "store" / "trajectories.parquet", trajectories)

@@ -393,9 +393,9 @@ QWEN = "qwen2.5-coder-instruct"
 
 def test_token_mask_view_is_what_build_makes(data, tokenizer_dir):
     from srft.labels import apply_labels
-    from srft.masks import IGNORE_INDEX, build_samples
+    from srft.dataset.masks import IGNORE_INDEX, build_samples
     from srft.policy import PolicyConfig, step_weights
-    from srft.render import load_tokenizer
+    from srft.dataset.render import load_tokenizer
 
     config = ViewConfig(data=data["data"], annotations=data["annotations"], labels_db=data["db"], port=8800,
                         tokenizer=tokenizer_dir / QWEN, mask_labels=("mistake", "unnecessary"))

@@ -228,7 +228,7 @@ def critic_eval_cmd(
     confusion matrix, bootstrap CIs over trajectories."""
     from pydantic import ValidationError
 
-    from srft import critic_eval as ce
+    from srft.critic import eval as ce
     from srft.console import console_for, emit_json
     from srft.io import atomic_write_json
 
@@ -383,7 +383,7 @@ def build_cmd(
 
     console = console_for(json_out)
     try:
-        from srft.build import BuildConfig, BuildError, run_build
+        from srft.dataset.build import BuildConfig, BuildError, run_build
         from srft.labels import LabelFileError
 
         config = BuildConfig(
@@ -428,7 +428,7 @@ def audit_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """Check every mask in a built dataset and show one sample, trained tokens coloured per step label."""
-    from srft.audit import AuditError, audit, html_page, rich_text
+    from srft.dataset.audit import AuditError, audit, html_page, rich_text
     from srft.console import console_for, emit_json
     from srft.io import atomic_write_text
 
@@ -538,7 +538,7 @@ def train_cmd(
         config = TrainConfig(**fields)
     except (ValidationError, ValueError, OSError, yaml.YAMLError) as exc:
         fail(f"bad training configuration: {exc}")
-    from srft.models import ModelError
+    from srft.train.models import ModelError
     from srft.train.data import DatasetError
     from srft.train.run import TrainError, run_train
 
@@ -575,7 +575,7 @@ def models_prepare_cmd(
 ) -> None:
     """Convert a bundled GGUF into a plain Hugging Face model dir (fp32 weights + tokenizer + chat template)."""
     from srft.console import console_for, emit_json
-    from srft.models import ModelError, default_dir, prepare_model
+    from srft.train.models import ModelError, default_dir, prepare_model
 
     console = console_for(json_out)
     try:
@@ -606,7 +606,7 @@ def models_init_cmd(
     from pydantic import ValidationError
 
     from srft.console import console_for, emit_json
-    from srft.models import InitConfig, ModelError, init_model
+    from srft.train.models import InitConfig, ModelError, init_model
 
     console = console_for(json_out)
     try:
@@ -651,8 +651,8 @@ def compare_cmd(
 
     from pydantic import ValidationError
 
-    from srft import compare as cmp
-    from srft import compare_render as render
+    from srft.compare import harness as cmp
+    from srft.compare import render
     from srft.console import console_for, emit_json
     from srft.io import atomic_write_json
 
@@ -705,9 +705,9 @@ def run_cmd(
 ) -> None:
     """Run a recipe end to end (ingest, annotate, build, train, evaluate, compare, report); cached."""
     from srft.console import console_for, emit_json
-    from srft.pipeline import load_recipe, print_result, run_dir_for, run_pipeline
-    from srft.recipe_loader import ConfigError
-    from srft.stages import RunLocked
+    from srft.run.graph import load_recipe, print_result, run_dir_for, run_pipeline
+    from srft.run.loader import ConfigError
+    from srft.run.runner import RunLocked
 
     console = console_for(json_out)
     try:

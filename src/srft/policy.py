@@ -2,7 +2,7 @@
 
 A policy never looks at tokens. It answers, for each assistant step, "how much loss does this step get?"
 (a weight in [0, 1]; 0 = kept in context but not trained) and, for a whole trajectory, "is it used at all?".
-The mask engine (`srft.masks`) turns the weights into token labels.
+The mask engine (`srft.dataset.masks`) turns the weights into token labels.
 
     sft     every step of every trajectory
     rft     resolved trajectories only, every step

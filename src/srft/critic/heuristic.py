@@ -28,7 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from srft.critic import CriticContext, TrajectoryResult, labelled_steps
-from srft.critic.actions import Edit, StepFacts, same_path, step_facts
+from srft.critic.facts import Edit, StepFacts, same_path, step_facts
 from srft.labels import StepLabel
 from srft.model import Trajectory
 

@@ -35,10 +35,10 @@ class TaskCounts(_Model):
 
 
 class StudentConfig(_Model):
-    """The random-init student architecture (srft.models.init_model)."""
+    """The random-init student architecture (srft.train.models.init_model)."""
 
     arch: Literal["llama", "qwen2"] = Field("llama", description="architecture family")
-    preset: Literal["tiny", "small", "base"] = Field("small", description="named size in srft.models.PRESETS")
+    preset: Literal["tiny", "small", "base"] = Field("small", description="named size in srft.train.models.PRESETS")
     overrides: dict[str, int] = Field(default_factory=dict, description="config fields to change, e.g. layers")
     vocab_size: int = Field(1024, ge=300, description="BPE vocabulary trained on the lab's text")
 

@@ -1,7 +1,7 @@
 """The lab's results: `srft compare` on the outcome table, a results table, the critic-noise plot, and
 `lab_report.json` (config, timings, teacher statistics, critic agreement, per-arm data/training/evaluation).
 
-    compare(out, config, arms)                  -> compare.json (+ one per difficulty), via srft.compare
+    compare(out, config, arms)                  -> compare.json (+ one per difficulty), via srft.compare.harness
     write_report(out, config, arms, cmp, ...)   -> results.md, noise.png, lab_report.json; returns the report
 """
 
@@ -28,9 +28,9 @@ def compare(out: Path, config: LabConfig, arm_list: list[Arm]) -> dict[str, Any]
     """Paired bootstrap of every arm against rft over the held-out tasks (training seeds as runs, resampled
     too when there are several), overall and per difficulty."""
     try:
-        from srft.compare import run_compare
+        from srft.compare.harness import run_compare
     except ImportError as exc:
-        raise RuntimeError(f"stage 'compare' needs srft.compare (issue 7), which cannot be imported: {exc}") from exc
+        raise RuntimeError(f"stage 'compare' needs srft.compare.harness (issue 7), which cannot be imported: {exc}") from exc
     options = dict(baseline=BASELINE, two_level=len(config.seeds) > 1, n_boot=config.n_boot, seed=config.seed)
     result = run_compare(_systems(out / "outcomes.csv", arm_list), **options)
     atomic_write_json(out / "compare.json", result)

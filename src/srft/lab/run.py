@@ -5,10 +5,10 @@
     labels     the teacher's true labels keyed by the ingested ids -> labels/oracle.jsonl (+ flipped copies)
     annotate   srft.critic.annotate.run_annotate with the heuristic critic -> annotate/annotations.jsonl
     tokenizer  BPE on the lab's own text + the ChatML tool template -> tokenizer/
-    base       srft.models.init_model + srft.train.run_train: induction warm-up, instruction episodes -> base/model
-    per arm    srft.build.run_build (policy + labels) -> build/<arm>; per seed srft.train.run_train from the base
+    base       srft.train.models.init_model + srft.train.run_train: induction warm-up, instruction episodes -> base/model
+    per arm    srft.dataset.build.run_build (policy + labels) -> build/<arm>; per seed srft.train.run_train from the base
                -> train/<arm>/seed<k>; greedy episodes on held-out tasks -> eval/<arm>/seed<k>
-    compare    outcomes.csv (one 0/1 column per arm and seed) -> srft.compare.run_compare vs rft
+    compare    outcomes.csv (one 0/1 column per arm and seed) -> srft.compare.harness.run_compare vs rft
     report     results.md, noise.png, lab_report.json (srft.lab.report)
 
 Every stage writes into its own folder and records a fingerprint of what it was run with (`stage.json`,
@@ -149,7 +149,7 @@ def _labels(run: _Run, d: Path) -> dict[str, Any]:
 
 def _annotate(run: _Run, d: Path) -> dict[str, Any]:
     annotate = _require("annotate", "srft.critic.annotate", "issue 4")
-    critic_eval = _require("annotate", "srft.critic_eval", "issue 5")
+    critic_eval = _require("annotate", "srft.critic.eval", "issue 5")
     report = annotate.run_annotate(run.out / "ingest", d, {"critic": {"name": "heuristic"}, "only": "unresolved"})
     labels = run.out / "labels"
     preds = [d / "annotations.jsonl", *(labels / f"flip-q{q:g}.jsonl" for q in run.config.noise)]
@@ -238,7 +238,7 @@ def _train_summary(report: dict[str, Any]) -> dict[str, Any]:
 def train_base(config: LabConfig, tok_dir: Path, d: Path, callbacks: list | None = None) -> dict[str, Any]:
     """Random init -> induction warm-up -> pretraining on instruction episodes (see srft.lab.base); the base
     student ends in `d/model`. Shared by `srft lab` and `srft run`'s lab recipes."""
-    models = _require("base", "srft.models", "issue 6")
+    models = _require("base", "srft.train.models", "issue 6")
     train = _require("base", "srft.train.run", "issue 6")
     from srft.lab.base import induction_rows
     from srft.lab.tokenizer import load_tokenizer
@@ -266,8 +266,8 @@ def _base(run: _Run, d: Path) -> dict[str, Any]:
 
 
 def _build(run: _Run, arm: Arm, d: Path) -> dict[str, Any]:
-    build = _require(f"build/{arm.name}", "srft.build", "issue 3")
-    from srft.masks import MaskConfig
+    build = _require(f"build/{arm.name}", "srft.dataset.build", "issue 3")
+    from srft.dataset.masks import MaskConfig
 
     cfg = build.BuildConfig(tokenizer=str(run.out / "tokenizer" / "tokenizer"), policy=arm.policy,
                             masks=MaskConfig(max_length=run.config.max_length, truncation="drop"))

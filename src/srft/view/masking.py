@@ -1,6 +1,6 @@
 """The token-mask view: what `srft build` would train for one trajectory, under a policy and a label source.
 
-It calls the same code as `srft build` (`srft.policy.decide` -> `srft.masks.build_samples`, full render) and
+It calls the same code as `srft build` (`srft.policy.decide` -> `srft.dataset.masks.build_samples`, full render) and
 returns runs of consecutive tokens in the same state, for app.js to draw with textContent:
   {"text", "tokens", "trained": bool, "step": int | None, "label": str | None, "weight": float | None}
 Run texts concatenate to the exact rendered text (each token covers the text up to the next token's start).
@@ -28,7 +28,7 @@ class MaskViewError(ValueError):
 class MaskView:
     def __init__(self, tokenizer: str | os.PathLike, policy: str, mask_labels: Sequence[str]):
         from srft.policy import POLICIES
-        from srft.render import Renderer, load_tokenizer
+        from srft.dataset.render import Renderer, load_tokenizer
 
         self.tokenizer_path = str(tokenizer)
         self.tokenizer = load_tokenizer(self.tokenizer_path)  # at startup: a bad path fails before serving
@@ -52,7 +52,7 @@ class MaskView:
 
     def render(self, traj: Trajectory, policy: str, source: str, human: Sequence[HumanLabel],
                ann: Annotations) -> dict[str, Any]:
-        from srft.masks import IGNORE_INDEX, build_samples
+        from srft.dataset.masks import IGNORE_INDEX, build_samples
         from srft.policy import PolicyConfig, decide
 
         if policy not in self.allowed:

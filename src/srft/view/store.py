@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from srft.critic_eval import TrajectoryIndex, label_file_names, load_labels, metrics_from_confusion
+from srft.critic.eval import TrajectoryIndex, label_file_names, load_labels, metrics_from_confusion
 from srft.labels import StepLabel
 from srft.model import LABELS, Trajectory
 from srft.view.db import HumanLabel

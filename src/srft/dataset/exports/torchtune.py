@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from srft.exports import ExportContext, common_warnings, conversations, write_rows
+from srft.dataset.exports import ExportContext, common_warnings, conversations, write_rows
 from srft.io import atomic_write_text
 
 ROLES = {"system": "system", "user": "user", "assistant": "assistant", "tool": "ipython"}

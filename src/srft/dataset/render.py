@@ -1,4 +1,4 @@
-"""Chat-template rendering and step location: the text half of the mask engine (`srft.masks` is the token half).
+"""Chat-template rendering and step location: the text half of the mask engine (`srft.dataset.masks` is the token half).
 
 Definitions (char offsets into the rendered conversation F = the template's own render of all messages):
   P_i     = render(messages before step i, add_generation_prompt=True): what the model sees at inference.

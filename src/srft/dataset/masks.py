@@ -6,7 +6,7 @@ A sample is the template's own render of (part of) a trajectory, tokenized once,
   loss_weights that step's weight on those tokens, 0 elsewhere (only stored when weights are soft);
   step_spans   [{step, start, end, weight}] token range [start, end) of each step's trained text in the sample.
 Which text a step trains (content + tool calls + end-of-turn token, never headers or inserted text) is decided
-in `srft.render`; here char offsets become token ranges and truncation happens, only at step boundaries.
+in `srft.dataset.render`; here char offsets become token ranges and truncation happens, only at step boundaries.
 
 Modes: `full` renders the whole trajectory once (one sample, or several with --max-length windows);
 `per-step` makes one sample per trained step: the prompt the model saw at inference + that step, exact even for
@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from srft.model import Trajectory
-from srft.render import Renderer, locate_steps
+from srft.dataset.render import Renderer, locate_steps
 
 IGNORE_INDEX = -100
 

@@ -20,11 +20,11 @@ from srft.model import Trajectory
 from srft.registry import resolve
 
 EXPORTERS: dict[str, str] = {
-    "trl": "srft.exports.trl:export",
-    "axolotl": "srft.exports.axolotl:export",
-    "verl": "srft.exports.verl:export",
-    "torchtune": "srft.exports.torchtune:export",
-    "llamafactory": "srft.exports.llamafactory:export",
+    "trl": "srft.dataset.exports.trl:export",
+    "axolotl": "srft.dataset.exports.axolotl:export",
+    "verl": "srft.dataset.exports.verl:export",
+    "torchtune": "srft.dataset.exports.torchtune:export",
+    "llamafactory": "srft.dataset.exports.llamafactory:export",
 }
 
 
@@ -39,8 +39,8 @@ class ExportContext:
     dataset: Any                          # the saved datasets.Dataset (columns of DEVELOPERS.md "Build dataset")
     messages: list[list[int]]             # per row: the trajectory message indices the sample renders
     trajectories: dict[str, Trajectory]   # id -> trajectory (with policy weights on its steps)
-    renderer: Any                         # srft.render.Renderer of the student tokenizer
-    config: Any                           # srft.build.BuildConfig
+    renderer: Any                         # srft.dataset.render.Renderer of the student tokenizer
+    config: Any                           # srft.dataset.build.BuildConfig
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """A deterministic OpenAI-compatible critic server with fault injection, on real sockets.
 
 Used by the tests (429/500/slow/truncated/non-JSON/wrong-count faults, the SIGKILL resume test) and by the
-throughput benchmark; also runnable for demos: `python -m srft.critic.fake_server --port 8011 --delay 0.5`.
+throughput benchmark; also runnable for demos: `python -m srft.testing.fake_openai --port 8011 --delay 0.5`.
 
 It answers `POST /v1/chat/completions` with a valid critic answer for the steps the request asks about (read
 from the JSON schema in `response_format`, else from the prompt's "each step A to B"). Every step is labelled

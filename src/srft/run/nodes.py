@@ -1,10 +1,10 @@
 """The bodies of `srft run`'s nodes: each calls the stage functions of other modules and writes into its folder.
 
-Every function here takes its options (bound by `srft.pipeline.pipeline_nodes`) and a `NodeContext`; it writes
+Every function here takes its options (bound by `srft.run.graph.pipeline_nodes`) and a `NodeContext`; it writes
 only below `ctx.out_dir` (a temp folder renamed into place on success) and returns a small JSON summary that the
 manifest records and the progress display prints. No stage logic lives here: ingest is `srft.formats.ingest`,
-labels `srft.critic.annotate`, masks `srft.build`, training `srft.train`, the lab's data, tokenizer, base
-student and rollouts `srft.lab`, statistics `srft.compare`, the page `srft.report`.
+labels `srft.critic.annotate`, masks `srft.dataset.build`, training `srft.train`, the lab's data, tokenizer, base
+student and rollouts `srft.lab`, statistics `srft.compare.harness`, the page `srft.run.report`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from srft.io import atomic_write_json, atomic_write_text
-from srft.stages import NodeContext
+from srft.run.runner import NodeContext
 
 if TYPE_CHECKING:
     from srft.lab.config import LabConfig
-    from srft.recipe import AnnotateSection, CompareSection, IngestSection, LaunchSection, Recipe
+    from srft.run.recipe import AnnotateSection, CompareSection, IngestSection, LaunchSection, Recipe
 
 log = logging.getLogger("srft.run")
 GOLD_LABELS = "oracle_labels.jsonl"  # gold/: the lab teacher's true step labels
@@ -30,7 +30,7 @@ OUTCOMES = "outcomes"  # evaluate/<policy>/seed<s>/outcomes/<policy>.seed<s>.jso
 
 
 def quiet_hf() -> None:
-    """datasets/transformers draw tqdm bars of their own; the run has one display (srft.stages.RichHooks)."""
+    """datasets/transformers draw tqdm bars of their own; the run has one display (srft.run.runner.RichHooks)."""
     import datasets
     from transformers.utils import logging as hf_logging
 
@@ -113,7 +113,7 @@ def annotate(section: AnnotateSection, ctx: NodeContext) -> dict[str, Any]:
 
 
 def critic_eval(given_gold: str | None, ctx: NodeContext) -> dict[str, Any]:
-    from srft.critic_eval import EvalConfig, plot_confusion, run_critic_eval
+    from srft.critic.eval import EvalConfig, plot_confusion, run_critic_eval
 
     report = run_critic_eval(gold_labels(ctx, given_gold), [ctx.dep("annotate") / "annotations.jsonl"],
                              ctx.dep("ingest"), EvalConfig())
@@ -156,7 +156,7 @@ def lab_base(lab: LabConfig, ctx: NodeContext) -> dict[str, Any]:
 
 def init_student(init: Any, tokenizer: str | None, ctx: NodeContext) -> dict[str, Any]:
     quiet_hf()
-    from srft.models import init_model
+    from srft.train.models import init_model
 
     info = init_model(tokenizer_dir(ctx, tokenizer), ctx.out_dir / "model", init)
     return {"parameters": info["parameters"], "vocab_size": info["vocab_size"]}
@@ -167,7 +167,7 @@ def init_student(init: Any, tokenizer: str | None, ctx: NodeContext) -> dict[str
 def build(policy: Any, mask: Any, exports: list[str], num_proc: int, tokenizer: str | None, labels: str | None,
           given_gold: str | None, ctx: NodeContext) -> dict[str, Any]:
     quiet_hf()
-    from srft.build import run_build
+    from srft.dataset.build import run_build
 
     annotations = {"critic": lambda: ctx.dep("annotate") / "annotations.parquet",
                    "gold": lambda: gold_labels(ctx, given_gold), None: lambda: None}[labels]()
@@ -301,8 +301,8 @@ def write_run_summary(path: Path, statuses: dict[str, str], source: str | None =
 
 def compare(cmp: CompareSection, evaluated: list[str], ctx: NodeContext) -> dict[str, Any]:
     """Systems = policies (and base), runs = their seeds, from the evaluate nodes' run summaries."""
-    from srft.compare import CompareConfig, run_compare
-    from srft.compare_render import plot_forest, render_markdown
+    from srft.compare.harness import CompareConfig, run_compare
+    from srft.compare.render import plot_forest, render_markdown
 
     systems: dict[str, list[str]] = {}
     for key in evaluated:
@@ -319,6 +319,6 @@ def compare(cmp: CompareSection, evaluated: list[str], ctx: NodeContext) -> dict
 
 
 def report(recipe: Recipe, ctx: NodeContext) -> dict[str, Any]:
-    from srft.report import write_report
+    from srft.run.report import write_report
 
     return write_report(recipe, ctx.dep_dirs, ctx.out_dir / "report.html")

@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from srft.masks import IGNORE_INDEX
+from srft.dataset.masks import IGNORE_INDEX
 
 COLOURS = {"good": "#1a7f37", "recover": "#0969da", "unnecessary": "#9a6700", "mistake": "#cf222e",
            "unlabelled": "#8250df"}
@@ -120,7 +120,7 @@ def _pieces(ids: list[int], tok_path: str | None) -> tuple[list[str], bool]:
     tokens stay readable), or `<id>` placeholders without a tokenizer."""
     if tok_path is None:
         return [f"<{i}>" for i in ids], False
-    from srft.render import TemplateError, load_tokenizer
+    from srft.dataset.render import TemplateError, load_tokenizer
 
     try:
         tok = load_tokenizer(tok_path)

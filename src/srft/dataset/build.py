@@ -4,7 +4,7 @@
 
 Read top to bottom: load the store, apply the step labels, weigh every step with the policy, write the weighted
 trajectories to a scratch Parquet file, tokenize them with `datasets.map(num_proc=...)` (each worker loads the
-tokenizer once and calls `srft.masks.build_samples`), count every drop by reason, save the samples with
+tokenizer once and calls `srft.dataset.masks.build_samples`), count every drop by reason, save the samples with
 `save_to_disk` into a temp dir that is renamed into place, then run the requested exporters.
 Same inputs -> byte-identical `dataset/` (rows in trajectory-id order; fingerprints derived from the inputs).
 """
@@ -25,10 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field
 import srft
 from srft.io import atomic_path, atomic_write_json, read_trajectories, sha256_file, write_trajectories
 from srft.labels import apply_labels, read_labels
-from srft.exports import longest
-from srft.masks import MaskConfig, build_samples
+from srft.dataset.exports import longest
+from srft.dataset.masks import MaskConfig, build_samples
 from srft.policy import PolicyConfig, apply_policy
-from srft.render import Renderer, TemplateError, load_tokenizer
+from srft.dataset.render import Renderer, TemplateError, load_tokenizer
 
 COLUMNS = ("input_ids", "labels", "loss_weights", "trajectory_id", "instance_id", "resolved", "policy",
            "step_spans", "step_labels")
@@ -43,7 +43,7 @@ class BuildConfig(BaseModel):
     tokenizer: str = Field(description="student tokenizer: a directory with a chat template, or a .gguf file")
     policy: PolicyConfig = Field(default_factory=PolicyConfig, description="labels -> step weights")
     masks: MaskConfig = Field(default_factory=MaskConfig, description="render mode, max length, truncation")
-    exports: list[str] = Field(default_factory=list, description="trainer formats to write (see srft.exports)")
+    exports: list[str] = Field(default_factory=list, description="trainer formats to write (see srft.dataset.exports)")
     num_proc: int = Field(1, ge=1, description="tokenizer worker processes (datasets.map num_proc)")
     batch_size: int = Field(8, ge=1, description="trajectories per map batch")
 
@@ -111,7 +111,7 @@ def run_build(data_dir: str | Path, out_dir: str | Path, config: BuildConfig | N
 
 def _validate(data_dir, annotations, config: BuildConfig) -> Renderer:
     """Check every input before heavy work; report all problems at once, saying what to set."""
-    from srft.exports import EXPORTERS
+    from srft.dataset.exports import EXPORTERS
 
     problems = []
     store = Path(data_dir)
@@ -207,7 +207,7 @@ def _save(mapped, keep: list[int], target: Path, config: BuildConfig, fingerprin
 
 
 def _export(final, messages, used, renderer, config: BuildConfig, out_dir: Path) -> dict[str, Any]:
-    from srft.exports import ExportContext, get_exporter
+    from srft.dataset.exports import ExportContext, get_exporter
 
     ctx = ExportContext(dataset=final, messages=messages, trajectories={t.id: t for t in used},
                         renderer=renderer, config=config)

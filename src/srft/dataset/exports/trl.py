@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from srft.exports import ExportContext
-from srft.exports import longest as longest_sample
+from srft.dataset.exports import ExportContext
+from srft.dataset.exports import longest as longest_sample
 from srft.io import atomic_write_json
 
 

@@ -21,10 +21,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from srft.compare import CompareConfig
+from srft.compare.harness import CompareConfig
 from srft.critic.annotate import AnnotateConfig
-from srft.masks import MaskConfig
-from srft.models import InitConfig
+from srft.dataset.masks import MaskConfig
+from srft.train.models import InitConfig
 from srft.policy import PolicyConfig
 from srft.train.config import TrainConfig
 
@@ -64,7 +64,7 @@ class LabSection(_Section):
         from pydantic import ValidationError
 
         from srft.lab.config import LabConfig
-        from srft.recipe_loader import error_message
+        from srft.run.loader import error_message
 
         try:
             self.config()

@@ -6,7 +6,7 @@ fingerprint; otherwise it runs into a temp folder that is renamed into place onl
 are complete, so a crash never leaves output that a later run trusts (a leftover temp folder is never read).
 
 Shapes: a node key is "stage" or "stage/variant" (e.g. "build/srft", "train/srft/seed1"); its folder is
-run_dir/<key>. Nodes are listed in topological order by the caller (`srft.pipeline`).
+run_dir/<key>. Nodes are listed in topological order by the caller (`srft.run.graph`).
 
 Failure policy (one bad item never sinks a batch): a node that raises is recorded as failed with its error, its
 dependents are recorded as blocked, and every node that does not depend on it still runs.

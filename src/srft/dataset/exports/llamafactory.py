@@ -15,8 +15,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from srft.exports import ExportContext, common_warnings, conversations, tools_json, write_rows
-from srft.exports import longest as longest_sample
+from srft.dataset.exports import ExportContext, common_warnings, conversations, tools_json, write_rows
+from srft.dataset.exports import longest as longest_sample
 from srft.io import atomic_write_json, atomic_write_text
 
 DATASET = "srft_train"

@@ -1,6 +1,6 @@
 """Rendering of `srft compare` results: rich tables, markdown, and the forest plot (matplotlib Agg, PNG).
 
-Every function takes the result dict of `srft.compare.compare_runs` (fractions) and shows % / pp. Imports of
+Every function takes the result dict of `srft.compare.harness.compare_runs` (fractions) and shows % / pp. Imports of
 rich tables and matplotlib happen inside the functions, so importing this module is cheap.
 """
 

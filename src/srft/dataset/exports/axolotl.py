@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from srft.exports import ExportContext, common_warnings, conversations, mixed_tool_schemas, write_rows
-from srft.exports import longest as longest_sample
+from srft.dataset.exports import ExportContext, common_warnings, conversations, mixed_tool_schemas, write_rows
+from srft.dataset.exports import longest as longest_sample
 from srft.io import atomic_write_text
 
 YAML = """\

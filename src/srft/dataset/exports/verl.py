@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from srft.exports import ExportContext, common_warnings, conversations, tools_json
-from srft.exports import longest as longest_sample
+from srft.dataset.exports import ExportContext, common_warnings, conversations, tools_json
+from srft.dataset.exports import longest as longest_sample
 from srft.io import atomic_write_text
 
 HELPER = Path(__file__).with_name("verl_dataset.py")

@@ -5,7 +5,7 @@ report.json directories, OpenHands output.swebench_eval.md); per-instance 0/1 ta
 per system or run) are read here. A run is one column of outcomes; a system is one or more runs.
 
 Core: `compare_runs` (in memory, pure) -> the result dict that `--json` prints. `run_compare` loads paths and
-calls it. Rendering lives in `srft.compare_render` (`render_table`, `render_markdown`, `plot_forest`).
+calls it. Rendering lives in `srft.compare.render` (`render_table`, `render_markdown`, `plot_forest`).
 
 The denominator is `instances` (e.g. the 500 Verified ids) or, without it, the union of every run's ids (or
 their intersection with `common=True`). An instance a run lacks, or whose outcome is unknown, counts as
@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 import srft
-from srft import stats
+from srft.compare import stats
 from srft.model import Outcome, repo_from_instance_id
 
 TABLE_DELIMITERS = {".csv": ",", ".tsv": "\t", ".jsonl": None}

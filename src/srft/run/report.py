@@ -1,8 +1,8 @@
 """report.html of an `srft run`: one self-contained page (images inline as data URIs, every text escaped).
 
 Sections: data summary (trajectories, resolved share, steps, label distribution, masked-token share per
-policy), critic agreement with gold labels (when there are any; `srft.critic_eval`), training loss curves, the
-comparison table with CIs and the forest plot (`srft.compare_render`), and example trajectories with each step
+policy), critic agreement with gold labels (when there are any; `srft.critic.eval`), training loss curves, the
+comparison table with CIs and the forest plot (`srft.compare.render`), and example trajectories with each step
 coloured by its label and struck through where the policy masks it.
 
     collect(recipe, dep_dirs) -> dict     read the node folders of a run (I/O)
@@ -24,7 +24,7 @@ from srft.io import atomic_write_text
 from srft.model import LABELS, Trajectory
 
 if TYPE_CHECKING:
-    from srft.recipe import Recipe
+    from srft.run.recipe import Recipe
 
 TEMPLATE = "report.html.jinja"
 LABEL_COLOURS = {"good": "#d8f0d8", "unnecessary": "#fff1c2", "mistake": "#f8d0d0", "recover": "#d6e6fb",
@@ -80,7 +80,7 @@ def collect(recipe: Recipe, dep_dirs: dict[str, Path]) -> dict[str, Any]:
 
 
 def _labels(path: Path, store: Path) -> dict[tuple[str, int], Any]:
-    from srft.critic_eval import TrajectoryIndex, load_labels
+    from srft.critic.eval import TrajectoryIndex, load_labels
 
     if not path.is_file():
         return {}
@@ -88,7 +88,7 @@ def _labels(path: Path, store: Path) -> dict[tuple[str, int], Any]:
 
 
 def _gold(recipe: Recipe, dep_dirs: dict[str, Path]) -> dict[tuple[str, int], Any]:
-    from srft.pipeline_stages import GOLD_LABELS
+    from srft.run.nodes import GOLD_LABELS
 
     path = Path(recipe.annotate.gold) if recipe.annotate.gold else (
         dep_dirs["gold"] / GOLD_LABELS if "gold" in dep_dirs else None)
@@ -228,9 +228,9 @@ def render(data: dict[str, Any]) -> str:
 
     import jinja2
 
-    from srft.compare_render import summary_rows
+    from srft.compare.render import summary_rows
 
-    text = resources.files("srft").joinpath("templates", TEMPLATE).read_text(encoding="utf-8")
+    text = resources.files("srft.run").joinpath("templates", TEMPLATE).read_text(encoding="utf-8")
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
                              lstrip_blocks=True)
     env.filters["pct"] = lambda x: "–" if x is None else f"{100 * x:.1f}%"

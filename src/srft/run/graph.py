@@ -2,7 +2,7 @@
 
     recipe, _ = load_recipe("recipes/demo.yaml", ["train.max_steps=20"])
     nodes = pipeline_nodes(recipe)            # read top to bottom: the whole pipeline in one function
-    result = run_pipeline(recipe, "runs/demo")  # cached: unchanged nodes are skipped (srft.stages.Runner)
+    result = run_pipeline(recipe, "runs/demo")  # cached: unchanged nodes are skipped (srft.run.runner.Runner)
 
 The graph, each node a folder under the run directory (run_dir/<key>/ with a manifest.json):
     generate                   the lab teacher's trajectories                      (lab only)
@@ -16,7 +16,7 @@ The graph, each node a folder under the run directory (run_dir/<key>/ with a man
     evaluate/<policy>/seed<s>  per-instance outcomes (lab rollouts, or your harness outputs); evaluate/base too
     compare                    paired statistics over the evaluated students
     report                     report.html (self-contained)
-The recipe's sections are in `srft.recipe`; node bodies in `srft.pipeline_stages` (thin calls to the stages).
+The recipe's sections are in `srft.run.recipe`; node bodies in `srft.run.nodes` (thin calls to the stages).
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from srft.io import atomic_write_json
-from srft.masks import MaskConfig
-from srft.recipe import Recipe
-from srft.recipe_loader import ConfigError, apply_overrides, read_yaml
-from srft.stages import Node
+from srft.dataset.masks import MaskConfig
+from srft.run.recipe import Recipe
+from srft.run.loader import ConfigError, apply_overrides, read_yaml
+from srft.run.runner import Node
 
 log = logging.getLogger("srft.run")
 STAGES = ("generate", "ingest", "gold", "annotate", "critic_eval", "tokenizer", "student", "build", "train",
@@ -45,7 +45,7 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     """Parse, override, validate; ConfigError lists every problem as 'file:line: key: message'."""
     from pydantic import ValidationError
 
-    from srft.recipe_loader import describe_error, describe_loc
+    from srft.run.loader import describe_error, describe_loc
 
     data, lines = read_yaml(path)
     overrides = list(overrides or [])
@@ -87,7 +87,7 @@ def pipeline_nodes(recipe: Recipe) -> list[Node]:
     """The recipe as nodes in run order: read -> label -> weigh/build -> train -> evaluate -> compare -> report.
     Each node's options are exactly what its output depends on, so changing one policy's option re-runs only
     that policy's build/train/evaluate nodes and what reads them (compare, report)."""
-    from srft import pipeline_stages as s
+    from srft.run import nodes as s
 
     nodes: list[Node] = []
     add = nodes.append
@@ -214,7 +214,7 @@ def run_pipeline(recipe: Recipe, run_dir: str | os.PathLike, *, force_from: str 
                  until: str | None = None, dry_run: bool = False, console: Any = None) -> dict[str, Any]:
     """Plan (and unless `dry_run`, run) the recipe in `run_dir`; return the JSON summary `srft run` prints.
     Raises ConfigError before any work when a stage name is unknown or an input file is missing."""
-    from srft.stages import Hooks, RichHooks, Runner, run_guard
+    from srft.run.runner import Hooks, RichHooks, Runner, run_guard
 
     run_dir = Path(run_dir)
     runner = Runner(run_dir, _select(pipeline_nodes(recipe), force_from, until), console)
@@ -276,7 +276,7 @@ def _select(nodes: list[Node], force_from: str | None, until: str | None) -> lis
 
 
 def print_result(result: dict[str, Any], console: Any) -> None:
-    """The plan (dry run) or the outcome of a run (`srft.pipeline.run_pipeline`'s dict), for humans."""
+    """The plan (dry run) or the outcome of a run (`srft.run.graph.run_pipeline`'s dict), for humans."""
     from rich import box
     from rich.table import Table
 

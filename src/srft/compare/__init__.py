@@ -1,0 +1,1 @@
+"""Compare: pure paired statistics, harness outputs -> systems x instances, tables and plots."""

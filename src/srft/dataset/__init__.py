@@ -1,0 +1,1 @@
+"""Tokenize: chat-template rendering, exact token masks, srft build/audit, trainer exports."""

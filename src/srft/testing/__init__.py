@@ -1,0 +1,1 @@
+"""Test rigs shipped with the package (a fault-injecting fake OpenAI server); never used by a stage."""
