@@ -13,7 +13,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 LLAMA_CPP := $(shell grep -o '^llama-cpp-python[^ ]*' requirements-test.txt)
 
-.PHONY: demo test venv venv-test chromium clean
+.PHONY: demo test venv venv-test chromium consumers clean
 
 venv: $(VENV)/.stamp-base
 venv-test: $(VENV)/.stamp-test
@@ -30,6 +30,23 @@ $(VENV)/.stamp-test: $(VENV)/.stamp-base requirements-test.txt
 	$(PIP) install -r requirements-test.txt
 	@touch $@
 
+# The trainers srft exports to, each pinned in its own venv (their pins conflict with srft's and with each other):
+# tests/test_consumers.py runs each one's own data code on srft's exports. Built once per requirements file
+# (stamps; a changed file rebuilds that venv from scratch), --no-deps from complete pin lists.
+CONSUMERS := axolotl llamafactory torchtune verl
+CVENVS := .venv-consumers
+
+consumers: $(CONSUMERS:%=$(CVENVS)/%/.stamp)
+
+$(CVENVS)/%/.stamp: tests/consumers/requirements-%.txt tests/consumers/torchaudio_stub.py
+	@rm -rf $(CVENVS)/$*
+	$(PYTHON) -m venv $(CVENVS)/$*
+	$(CVENVS)/$*/bin/python -m pip --disable-pip-version-check -q install --no-deps -r $<
+	@if [ "$*" = llamafactory ]; then \
+	  lib=$$($(CVENVS)/$*/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	  mkdir -p $$lib/torchaudio && cp tests/consumers/torchaudio_stub.py $$lib/torchaudio/__init__.py; fi
+	@touch $@
+
 # Debian's Chromium for the browser tests (never `playwright install`: browser downloads are blocked here).
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -40,8 +57,11 @@ chromium:
 demo: venv
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/srft run recipes/demo.yaml
 
-test: venv-test chromium
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest
+# Both cores (pytest-xdist): tests/conftest.py keeps each file, and the files sharing a costly session fixture,
+# on one worker. PYTEST_ARGS= runs serially.
+PYTEST_ARGS ?= -n 2 --dist loadgroup
+test: venv-test chromium consumers
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(CVENVS) runs .pytest_cache

@@ -8,7 +8,7 @@
 Each case runs one epoch in its own process (so peak RSS is that case's own) and reports non-padding input
 tokens per second of `trainer.train()` (wall clock, and per CPU-second of the process, which other jobs on a shared
 machine disturb far less); cases are repeated in interleaved rounds and ratios are medians of per-round ratios.
-Goals (issue 6): masked >= 0.97x unmasked; srft >= 2x TRL defaults; the selective LM head is kept only if it pays.
+Goals: masked >= 0.97x unmasked; srft >= 2x TRL defaults; the selective LM head is kept only if it pays.
 
     .venv/bin/python benchmarks/bench_train.py                     # tiny Llama (preset small, vocab 8192)
     .venv/bin/python benchmarks/bench_train.py --model .cache/models/smollm2-135m-instruct --rows 16 --max-len 512

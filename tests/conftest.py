@@ -78,3 +78,22 @@ def tiny_run(tmp_path_factory) -> dict:
     result = run_pipeline(recipe, out)
     assert result["ok"], [n for n in result["nodes"] if n["status"] != "ran"]
     return {"dir": out, "result": result}
+
+
+# Shared session fixtures that take tens of seconds: every test using one runs on the same pytest-xdist worker.
+COSTLY_SESSION_FIXTURES = ("tiny_run", "smollm2_dir")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Under pytest-xdist (`pytest -n 2 --dist loadgroup`): the tests of one file stay on one worker, so its
+    module fixtures are built once, and the files sharing a costly session fixture stay together, so it is built
+    once. Without xdist this does nothing."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    by_file: dict[str, set[str]] = {}
+    for item in items:
+        used = {f for f in COSTLY_SESSION_FIXTURES if f in getattr(item, "fixturenames", ())}
+        by_file.setdefault(item.nodeid.split("::")[0], set()).update(used)
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group("+".join(sorted(by_file[path])) or path))

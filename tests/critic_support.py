@@ -62,9 +62,10 @@ def rc(code: int, output: str) -> str:
 
 def simple_traj(n_steps: int, *, instance: str, resolved: bool | None = False, hint: dict[int, str] | None = None,
                 obs_chars: int = 40) -> Trajectory:
-    """n distinct read-only steps; `hint` puts `label:<name>` into a step's thought (the fake server obeys)."""
+    """n distinct read-only steps; `hint` puts `label@<step>:<name>` into a step's thought (the fake server
+    obeys; several comma-separated names are the answers of successive samples)."""
     hint = hint or {}
-    steps = [(f"look at part {i}" + (f" label:{hint[i]}" if i in hint else ""),
+    steps = [(f"look at part {i}" + (f" label@{i}:{hint[i]}" if i in hint else ""),
               call("read_file", path=f"src/mod{i}.py"), f"contents of mod{i} " + "x" * obs_chars)
              for i in range(1, n_steps + 1)]
     return tool_traj(steps, instance=instance, resolved=resolved, task=f"Task of {instance}: fix it.")

@@ -88,7 +88,8 @@ def test_same_inputs_same_bytes(store, tmp_path):
     build(store, tmp_path / "b", exports=exports, num_proc=2)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert len(files) > 10
-    path_bearing = {"build_report.json", "axolotl.yaml", "verl_overrides.txt", "srft_torchtune.py", "llamafactory.yaml"}
+    path_bearing = {"build_report.json", "axolotl.yaml", "verl_overrides.txt", "srft_torchtune.py", "llamafactory.yaml",
+                    "trl.yaml", "torchtune.yaml"}
     for rel in files:
         if rel.name not in path_bearing:
             assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import scipy.stats
+from compare_support import cr2_reference, mcnemar_power, read_verified, repo_codes
 from typer.testing import CliRunner
 
 from srft.cli import app
@@ -16,6 +17,7 @@ CSV = "derived/verified_mini-swe-agent_per_instance_resolved.csv"
 IDS = "derived/verified_instance_ids.txt"
 GEMINI = "20251118_mini-v1.15.0_gemini-3-pro-preview-20251118"
 SONNET = "20250929_mini-v1.13.3_sonnet-4-5-20250929"
+GPT5 = "20250807_mini-v1.7.0_gpt-5"
 SBCLI = "sb-cli/swe-bench_verified__test__20251118_mini-v1.15.0_gemini-3-pro-preview-20251118.json"
 OPENHANDS = "openhands/output.swebench_eval.md"
 DEEPSEEK = {run: f"mini-swe-agent-pr816/deepseek__deepseek-chat.{run}.json"
@@ -60,7 +62,9 @@ def test_pair_statistics_on_real_systems(r, results_dir):
                                             rel=1e-12)
     assert pair["p_holm"] == pair["p_value"]  # one comparison: nothing to adjust
     assert pair["ci"][0] < pair["diff"] < pair["ci"][1]
-    assert pair["mde"]["value"] == pytest.approx(2.8016 * pair["se_boot"], rel=1e-4)
+    # the MDE of the exact test srft reports, at the observed discordance (scipy power sum in compare_support)
+    assert pair["mde"]["method"] == "exact McNemar power" and pair["p_sign"] == pair["p_value"]
+    assert mcnemar_power(500, pair["n_discordant"] / 500, pair["mde"]["value"]) == pytest.approx(0.8, abs=2e-4)
     assert pair["se_boot"] == pytest.approx(np.std(a - b, ddof=1) / np.sqrt(500), rel=0.06)
     assert pair["mde"]["by_runs"] is None  # one run each: within-run noise is not identifiable
 
@@ -255,3 +259,171 @@ def test_cli_bad_option_names_the_option(r):
     res = CliRunner().invoke(app, ["compare", r(SBCLI), "--cluster", "folder", "--json"])
     assert res.exit_code == 2
     assert json.loads(res.stdout)["error"] == "--cluster: Input should be 'none' or 'repo' (got 'folder')"
+
+
+# -- inputs: BOM, trimmed ids, empty runs, restricting the instance set -------------------------------------
+
+def test_bom_table_reads_like_the_original(r, results_dir, tmp_path):
+    """Excel's "CSV UTF-8" starts with a BOM: the id column is still found and the outcomes are the same."""
+    bom = tmp_path / "excel.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + (results_dir / CSV).read_bytes())
+    plain = run_compare({"g": [f"{r(CSV)}:{GEMINI}"]}, n_boot=100)["systems"][0]["runs"][0]
+    excel = run_compare({"g": [f"{bom}:{GEMINI}"]}, instances=r(IDS), n_boot=100)["systems"][0]["runs"][0]
+    assert excel["outcomes_sha256"] == plain["outcomes_sha256"] and excel["n_resolved"] == 371
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes(b"\xef\xbb\xbf" + (results_dir / IDS).read_bytes())
+    assert run_compare({"g": [str(bom)]}, instances=str(ids), n_boot=100)["instances"]["n"] == 500
+
+
+def test_ids_are_trimmed_in_tables_lists_and_memory(tmp_path):
+    from srft.compare.harness import Run, compare_runs
+
+    table = tmp_path / "t.csv"
+    table.write_text("instance_id,r1\nx__y-1 ,1\n x__y-2,0\n")
+    ids = tmp_path / "ids.txt"
+    ids.write_text(" x__y-1\nx__y-2  \n")
+    result = run_compare({"a": [f"{table}:r1"]}, instances=str(ids), n_boot=100)
+    assert result["instances"]["n"] == 2 and result["systems"][0]["runs"][0]["n_missing"] == 0
+    assert run_compare({"a": [f"{table}:r1"]}, n_boot=100)["instances"]["n"] == 2  # not a third instance
+    table.write_text("instance_id,r1\nx__y-1 ,1\nx__y-1,0\n")
+    with pytest.raises(CompareError, match=r"t\.csv: duplicate instance id 'x__y-1' \(rows 2 and 3\)"):
+        run_compare({"a": [str(table)]})
+    memory = {"a": [Run.from_resolved("r", {"a__b-1 ": True, "a__b-2": False})],
+              "b": [Run.from_resolved("r", {"a__b-1": False, "a__b-2": False})]}
+    assert compare_runs(memory, instances=["a__b-1", " a__b-2"])["comparisons"][0]["a_only"] == 1
+    with pytest.raises(CompareError, match="duplicate instance id 'a__b-1'"):
+        compare_runs({"a": [Run.from_resolved("r", {"a__b-1 ": True, "a__b-1": False})]})
+
+
+def test_a_run_with_no_evaluated_instance_is_an_error(r, tmp_path):
+    table = tmp_path / "runs.csv"
+    table.write_text("instance_id,r1,r2\nx__y-1,1,\nx__y-2,0,NA\n")
+    with pytest.raises(CompareError, match=r"runs\.csv:r2: no evaluated instance: every outcome is blank/NA"):
+        run_compare({"a": [f"{table}:r1"], "b": [f"{table}:r2"]})
+    res = CliRunner().invoke(app, ["compare", "-s", f"a={table}:r1", "-s", f"b={table}:r2", "--json"])
+    assert res.exit_code == 2 and "runs.csv:r2: no evaluated instance" in json.loads(res.stdout)["error"]
+    # evaluated, but on none of the instances compared
+    with pytest.raises(CompareError, match=r"deepseek_chat_dev\.json: no evaluated instance: none of its 23"):
+        run_compare({"g": [f"{r(CSV)}:{GEMINI}"], "d": [r(DEEPSEEK["deepseek_chat_dev"])]}, only=["django__*"])
+
+
+def test_only_restricts_by_pattern_and_by_list(r, results_dir, tmp_path):
+    ids, cols = read_verified(results_dir)
+    django = np.array([i.startswith("django__") for i in ids])
+    args = dict(systems={"g": [f"{r(CSV)}:{GEMINI}"], "s": [f"{r(CSV)}:{SONNET}"]}, instances=r(IDS), n_boot=200)
+    by_id = run_compare(**args, only=["django__*"])
+    by_repo = run_compare(**args, only=["django/django"])
+    assert by_id["instances"]["n"] == int(django.sum()) == 231
+    assert by_id["instances"]["sha256"] == by_repo["instances"]["sha256"]
+    assert by_id["instances"]["restricted"] == {"only": ["django__*"], "only_instances": None, "before": 500,
+                                                "kept": 231, "not_found": 0}
+    gem, son = (s["rate"] for s in by_id["systems"])
+    assert (gem, son) == (cols[GEMINI][django].mean(), cols[SONNET][django].mean())
+    assert by_id["comparisons"][0]["diff"] == pytest.approx((cols[GEMINI] - cols[SONNET])[django].mean(), abs=1e-15)
+    listed = tmp_path / "subset.txt"
+    listed.write_text("".join(f"  {i} \n" for i in ids[:40]) + "nope__nope-1\n")
+    sub = run_compare(**args, only_instances=str(listed))
+    assert sub["instances"]["n"] == 40 and sub["instances"]["restricted"]["not_found"] == 1
+    assert any("1 of its 41 ids are not among the compared instances" in w for w in sub["warnings"])
+    both = run_compare(**args, only_instances=str(listed), only=["astropy__*"])
+    assert both["instances"]["n"] == sum(i.startswith("astropy__") for i in ids[:40])
+    with pytest.raises(CompareError, match="--only nomatch\\*: no instance left"):
+        run_compare(**args, only=["nomatch*"])
+
+
+# -- statistics that follow the design ----------------------------------------------------------------------
+
+def test_mde_is_null_when_undefined(r):
+    same = run_compare({"sbcli": [r(SBCLI)], "leaderboard": [f"{r(CSV)}:{GEMINI}"]}, n_boot=200)
+    few = run_compare({"dev": [r(DEEPSEEK["deepseek_chat_dev"])],
+                       "noparallel": [r(DEEPSEEK["deepseek_lite_dev_noparallel"])]}, n_boot=200)
+    from srft.compare.render import render_markdown
+
+    for result in (same, few):  # no discordant pair; 3 discordant of 23 can never reach 80% power
+        (pair,) = result["comparisons"]
+        assert pair["mde"]["value"] is None and '"value": null' in json.dumps(pair["mde"])
+        assert render_markdown(result).splitlines()[7].endswith("| - |")  # the comparison row's MDE cell
+    assert few["comparisons"][0]["n_discordant"] == 3 and mcnemar_power(23, 3 / 23, 3 / 23) < 0.8
+
+
+def test_p_value_follows_the_design(r, results_dir):
+    """Cluster bootstrap and two-level designs report the bootstrap p that inverts their CI (a plain numpy
+    cluster bootstrap gives the same p within Monte-Carlo error); the plain design keeps the sign test."""
+    ids, cols = read_verified(results_dir)
+    result = run_compare(inputs=[r(CSV)], instances=r(IDS), baseline=GEMINI, cluster="repo", n_boot=2_000)
+    assert result["method"]["test"] == "percentile-bootstrap test (p inverts the CI)"
+    for pair in result["comparisons"]:
+        assert (pair["p_value"] < 0.05) == (not pair["ci"][0] <= 0 <= pair["ci"][1]), pair["a"]
+    pair = next(p for p in result["comparisons"] if p["a"] == SONNET)
+    codes = repo_codes(ids)
+    groups = [np.flatnonzero(codes == g) for g in range(12)]
+    d = cols[SONNET] - cols[GEMINI]
+    rng = np.random.default_rng(5)
+    reps = np.array([np.concatenate([d[groups[g]] for g in rng.integers(0, 12, 12)]).mean() for _ in range(4_000)])
+    reference = 2 * min(np.mean(reps <= 0), np.mean(reps >= 0))
+    assert pair["p_value"] == pytest.approx(reference, abs=0.01) and abs(pair["p_value"] - pair["p_sign"]) > 0.005
+    runs = run_compare({"a": [r(DEEPSEEK["deepseek_chat_dev"]), r(DEEPSEEK["deepseek_chat_dev_rerun"])],
+                        "b": [r(DEEPSEEK["deepseek_lite_dev_noparallel"])]}, two_level=True, n_boot=2_000)
+    (two,) = runs["comparisons"]
+    assert (two["p_value"] < 0.05) == (not two["ci"][0] <= 0 <= two["ci"][1]) and two["p_value"] != two["p_sign"]
+
+
+def test_markdown_legend_names_solve_fractions_with_several_runs(r):
+    from srft.compare.render import render_markdown
+
+    runs = [r(p) for p in DEEPSEEK.values()]
+    several = render_markdown(run_compare({"a": runs[:2], "b": runs[2:]}, n_boot=200))
+    single = render_markdown(run_compare({"a": runs[:1], "b": runs[2:]}, n_boot=200))
+    assert "instances where A's / B's solve fraction (over its runs) is higher" in several
+    assert "solved by A only" not in several
+    assert "solved by A only / B only / both / neither" in single
+
+
+def test_effective_clusters_and_small_cluster_cis(r, results_dir):
+    ids, cols = read_verified(results_dir)
+    sizes = np.bincount(repo_codes(ids))
+    args = dict(systems={"g": [f"{r(CSV)}:{GEMINI}"], "o": [f"{r(CSV)}:{GPT5}"]}, instances=r(IDS), n_boot=2_000,
+                cluster="repo")
+    boot = run_compare(**args)
+    info = boot["instances"]["clusters"]
+    assert info["effective_clusters"] == pytest.approx(500 ** 2 / (sizes ** 2).sum(), rel=1e-12)
+    assert any("only 12 clusters (effective number 3.9" in w and "--cluster-ci wild" in w for w in boot["warnings"])
+    cr2 = run_compare(**args, cluster_ci="cr2")
+    (pair,) = cr2["comparisons"]
+    low, high, se, df = cr2_reference(cols[GEMINI] - cols[GPT5], repo_codes(ids))
+    assert pair["ci"] == pytest.approx([low, high], rel=1e-9) and pair["se"] == pytest.approx(se, rel=1e-9)
+    assert pair["p_value"] == pytest.approx(2 * scipy.stats.t.sf(abs(pair["diff"]) / se, df), rel=1e-9)
+    assert pair["mde"]["method"] == "t(3.33) quantiles, null variance" and pair["mde"]["by_runs"] is None
+    assert not any("clusters" in w for w in cr2["warnings"])
+    wild = run_compare(**args, cluster_ci="wild")
+    (w_pair,) = wild["comparisons"]
+    assert (w_pair["p_value"] < 0.05) == (not w_pair["ci"][0] <= 0 <= w_pair["ci"][1])
+    for p in (pair, w_pair):  # a test that needs |diff| > half the CI to reject has an MDE above that
+        assert p["mde"]["value"] > (p["ci"][1] - p["ci"][0]) / 2
+    assert w_pair["ci"][1] - w_pair["ci"][0] > boot["comparisons"][0]["ci"][1] - boot["comparisons"][0]["ci"][0]
+    assert wild["method"]["ci"].startswith("wild cluster bootstrap-t") and wild["systems"][0]["se_boot"] is None
+    assert wild["method"]["test"].startswith("wild cluster bootstrap-t (restricted, Webb weights) (the test")
+    with pytest.raises(CompareError, match="--cluster-ci wild corrects clustered CIs: add --cluster repo"):
+        run_compare(args["systems"], cluster_ci="wild")
+    with pytest.raises(CompareError, match="--cluster-ci cr2 does not resample runs"):
+        run_compare(**args, cluster_ci="cr2", two_level=True)
+
+
+def test_cli_restricts_and_corrects_clusters(r, results_dir, tmp_path):
+    ids, _ = read_verified(results_dir)
+    listed = tmp_path / "subset.txt"
+    listed.write_text("\n".join(ids[200:]) + "\n")
+    base = ["compare", "-s", f"g={r(CSV)}:{GEMINI}", "-s", f"s={r(CSV)}:{SONNET}", "--instances", r(IDS),
+            "--n-boot", "500", "--json"]
+    res = CliRunner().invoke(app, [*base, "--only", "django__*", "--only", "sympy/sympy", "--only-instances",
+                                   str(listed), "--cluster", "repo", "--cluster-ci", "cr2"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout)
+    expected = [i for i in ids[200:] if i.startswith(("django__", "sympy__"))]
+    assert result["instances"]["n"] == len(expected) and result["config"]["only"] == ["django__*", "sympy/sympy"]
+    assert result["config"]["cluster_ci"] == "cr2" and result["instances"]["clusters"]["n_clusters"] == 2
+    bad = CliRunner().invoke(app, [*base, "--cluster-ci", "wild"])
+    assert bad.exit_code == 2 and "--cluster-ci wild corrects clustered CIs: add --cluster repo" in \
+        json.loads(bad.stdout)["error"]
+    bad = CliRunner().invoke(app, [*base, "--cluster", "repo", "--cluster-ci", "jackknife"])
+    assert bad.exit_code == 2 and "--cluster-ci" in json.loads(bad.stdout)["error"]

@@ -69,8 +69,8 @@ def test_sigkill_mid_run_then_resume_loses_nothing_and_repeats_nothing(tmp_path)
         return by_instance[request.prompt.split("Task of ")[1].split(":")[0]]
 
     with FakeCriticServer(delay_s=0.4) as server:
-        cmd = [str(srft), "annotate", str(store), "--out", str(out), "--critic", "openai", "--base-url", server.url,
-               "--model", "slow", "--concurrency", "2", "--json"]
+        cmd = [str(srft), "annotate", str(store), "--out", str(out), "--critic", "openai", "-o",
+               f"base_url={server.url}", "-o", "model=slow", "--concurrency", "2", "--json"]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 120
         while sum(r.finished is not None for r in server.requests) < 5:

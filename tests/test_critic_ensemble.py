@@ -83,14 +83,15 @@ def test_registry_names_user_paths_and_chat_backend_plugins():
     assert result.labels[0].prompt_hash == result.summary["prompt_hash"]
 
 
-def test_cli_ensemble_routes_flags_to_the_members_that_take_them(tmp_path):
+def test_cli_ensemble_routes_member_options(tmp_path):
     traj = bash_traj([("peek", "cat nope.py", rc(1, "cat: nope.py: No such file or directory")),
-                      ("find", "find . -name '*.py'", rc(0, "./a.py label:good"))])
+                      ("find", "find . -name '*.py'", rc(0, "./a.py label@2:good"))])
     store = write_store(tmp_path / "s", [traj])
     with FakeCriticServer() as server:
         out = CliRunner().invoke(app, ["annotate", str(store), "--out", str(tmp_path / "o"), "--critic", "ensemble",
-                                       "--member", "openai", "--member", "heuristic", "--tie", "severity",
-                                       "--base-url", server.url, "--model", "m", "--rules", "failed", "--json"])
+                                       "--member", "openai", "--member", "heuristic", "-o", "tie=severity",
+                                       "-o", f"openai.base_url={server.url}", "-o", "openai.model=m",
+                                       "-o", "heuristic.rules=[failed]", "--json"])
     assert out.exit_code == 0, out.output
     data = json.loads(out.stdout)
     assert data["critic"] == "ensemble(openai:m,heuristic)" and data["calls"] == 1

@@ -221,7 +221,7 @@ def test_cli_json_output_and_exit_codes(tmp_path):
     runner = CliRunner()
     with FakeCriticServer() as server:
         ok = runner.invoke(app, ["annotate", str(store), "--out", str(tmp_path / "o"), "--critic", "openai",
-                                 "--base-url", server.url, "--model", "m", "--concurrency", "2", "--json"])
+                                 "-o", f"base_url={server.url}", "-o", "model=m", "--concurrency", "2", "--json"])
         assert ok.exit_code == 0, ok.output
         data = json.loads(ok.stdout)
         for key in ("trajectories", "steps", "labels", "calls", "cached", "repaired", "failed", "prompt_tokens",
@@ -230,15 +230,15 @@ def test_cli_json_output_and_exit_codes(tmp_path):
         assert data["labels"]["recover"] == 1 and data["calls"] == 1
     with FakeCriticServer(plan=lambda req: Reply(content="no idea")) as server:
         bad = runner.invoke(app, ["annotate", str(store), "--out", str(tmp_path / "b"), "--critic", "openai",
-                                  "--base-url", server.url, "--model", "m", "--json"])
+                                  "-o", f"base_url={server.url}", "-o", "model=m", "--json"])
     assert bad.exit_code == 1 and json.loads(bad.stdout)["failed"] == 1
-    stray = runner.invoke(app, ["annotate", str(store), "--out", str(tmp_path / "x"), "--base-url", "http://x",
-                                "--json"])
-    assert stray.exit_code == 2 and "--base-url do(es) not apply to critic 'heuristic'" in json.loads(
+    stray = runner.invoke(app, ["annotate", str(store), "--out", str(tmp_path / "x"), "-o", "base_url=http://x",
+                                "--json"])  # the heuristic critic's config has no base_url: an error, not ignored
+    assert stray.exit_code == 2 and "critic 'heuristic' options: base_url: unknown key" in json.loads(
         stray.stdout)["error"]
     typo = runner.invoke(app, ["annotate", str(store), "--out", str(tmp_path / "x"), "--critic", "openai",
-                               "--model", "m", "--option", "temprature=0.5"])
-    assert typo.exit_code == 2 and "temprature" in typo.output
+                               "-o", "model=m", "--option", "temprature=0.5"])
+    assert typo.exit_code == 2 and "temprature: unknown key; did you mean 'temperature'?" in typo.output
 
 
 @pytest.mark.parametrize("only,expected", [("unresolved", 1), ("all", 2)])
@@ -261,3 +261,28 @@ def test_runs_from_inside_a_running_event_loop(tmp_path):
 
     result = asyncio.run(app_code())
     assert result.summary["calls"] == 1 and len(result.labels) == 2
+
+
+def test_fake_server_reads_the_steps_from_the_answer_schema_only():
+    import httpx
+
+    from srft.critic.parse import answer_schema
+
+    prompt = "It must hold exactly one entry for each step 1 to 3.\n### Step 1 label@1:mistake"
+    with FakeCriticServer() as server:
+        def ask(**body):
+            reply = httpx.post(f"{server.url}/chat/completions", timeout=5,
+                               json={"model": "m", "messages": [{"role": "user", "content": prompt}], **body})
+            return json.loads(reply.json()["choices"][0]["message"]["content"])
+
+        schema = answer_schema([5, 6])
+        assert ask(response_format={"type": "json_object", "schema": schema}) == {"steps": [
+            {"step": 5, "label": "good", "reason": "step 5 judged"},
+            {"step": 6, "label": "good", "reason": "step 6 judged"}]}
+        named = answer_schema([1, 2], style="enum")
+        answer = ask(response_format={"type": "json_schema", "json_schema": {"schema": named}}, seed=0)
+        assert [(s["step"], s["label"]) for s in answer["steps"]] == [(1, "mistake"), (2, "good")]
+    with FakeCriticServer() as server:
+        reply = httpx.post(f"{server.url}/chat/completions", timeout=5,
+                           json={"model": "m", "messages": [{"role": "user", "content": prompt}]})
+        assert reply.json()["choices"][0]["message"]["content"] == "yes"  # no schema: no steps to answer

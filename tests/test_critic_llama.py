@@ -101,8 +101,8 @@ def test_annotate_through_a_real_llama_cpp_server(llama_server, real_prefix, tmp
     config.write_text(json.dumps({"concurrency": 2, "prompt": {
         "context_tokens": 1024, "task_tokens": 64, "observation_tokens": 24, "digest_tokens": 64,
         "max_window_steps": 2, "answer_tokens_per_step": 40, "reason_max_chars": 40}}))
-    args = ["annotate", str(store), "--out", str(tmp_path / "out"), "--critic", "openai", "--base-url", llama_server,
-            "--model", "smollm2", "--timeout", "300", "--config", str(config), "--json"]
+    args = ["annotate", str(store), "--out", str(tmp_path / "out"), "--critic", "openai", "-o",
+            f"base_url={llama_server}", "-o", "model=smollm2", "-o", "timeout_s=300", "--config", str(config), "--json"]
     runner = CliRunner()
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
@@ -130,3 +130,36 @@ def test_annotate_through_a_real_llama_cpp_server(llama_server, real_prefix, tmp
     assert rerun["calls"] == 0 and rerun["cached"] == resume["calls"] + resume["cached"]
     assert read_labels(tmp_path / "out" / "annotations.parquet") == read_labels(
         tmp_path / "out" / "annotations.jsonl")
+
+
+def test_votes_and_logprobs_through_a_real_llama_cpp_server(llama_server, real_prefix, tmp_path):
+    """--samples 3 at temperature 0.8 (3 seeds, 3 cached answers, a vote per step) and --confidence logprobs
+    (llama.cpp returns top log-probabilities: each label gets probabilities that sum to 1) on the real model."""
+    two = real_prefix.model_copy(update={"id": real_prefix.id + "-2", "steps": real_prefix.steps[:2]})
+    store = write_store(tmp_path / "store", [two])
+    config = tmp_path / "critic.yaml"
+    config.write_text(json.dumps({"concurrency": 3, "prompt": {
+        "context_tokens": 1536, "task_tokens": 64, "observation_tokens": 24, "answer_tokens_per_step": 40,
+        "reason_max_chars": 30}}))
+    base = ["annotate", str(store), "--critic", "openai", "-o", f"base_url={llama_server}", "-o", "model=smollm2",
+            "-o", "timeout_s=300", "--config", str(config), "--json"]
+    runner = CliRunner()
+    voted = runner.invoke(app, [*base, "--out", str(tmp_path / "votes"), "-o", "temperature=0.8", "--samples", "3"])
+    assert voted.exit_code == 0, voted.output
+    report = json.loads(voted.stdout)
+    assert report["calls"] == 3 and report["failed"] == 0 and report["steps"] == 2
+    labels = read_labels(tmp_path / "votes" / "annotations.parquet", {two.id: two})
+    for lab in labels:
+        assert sum(lab.votes.values()) == 3 and lab.votes[lab.label] == max(lab.votes.values())
+        assert lab.confidence == pytest.approx(lab.votes[lab.label] / 3, abs=1e-6)
+    with sqlite3.connect(tmp_path / "votes" / "critic_cache.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 3  # each sample on its own
+
+    scored = runner.invoke(app, [*base, "--out", str(tmp_path / "logprobs"), "--confidence", "logprobs"])
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.stdout)["calls"] == 1
+    full = json.loads((tmp_path / "logprobs" / "annotate_report.json").read_text())
+    assert full["confidence"]["unscored_steps"] == 0 and full["confidence"]["steps"] == 2
+    for lab in read_labels(tmp_path / "logprobs" / "annotations.jsonl"):
+        assert sum(lab.probs.values()) == pytest.approx(1, abs=1e-4) and lab.votes is None
+        assert lab.confidence == pytest.approx(lab.probs.get(lab.label, 0.0), abs=1e-6)

@@ -132,7 +132,7 @@ def test_window_step_cap_and_oversized_single_step():
 
 def test_prompt_hash_tracks_template_and_options(tmp_path):
     base = PromptBuilder()
-    assert base.prompt_hash == PromptBuilder().prompt_hash and base.template_name == "builtin:v1.jinja"
+    assert base.prompt_hash == PromptBuilder().prompt_hash and base.template_name == "builtin:v2.jinja"
     assert PromptBuilder(PromptConfig(show_outcome=False)).prompt_hash != base.prompt_hash
     assert PromptBuilder(PromptConfig(observation_tokens=100)).prompt_hash != base.prompt_hash
     mine = tmp_path / "mine.jinja"

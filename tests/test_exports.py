@@ -1,170 +1,143 @@
-"""Exports: each is a file its trainer loads (TRL, run here) or that matches the trainer's documented schema, and
-each carries exactly the steps srft trains."""
+"""Exports, srft's side: every export holds exactly the built ids and labels, its config names real paths and the
+model (no placeholders), and what a format cannot carry is warned with a count. Each trainer's own data code
+runs on the exports in tests/test_consumers.py."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
 from srft.dataset.build import BuildConfig, run_build
+from srft.dataset.exports import EXPORTERS, partial_weight_tokens
 from srft.dataset.masks import IGNORE_INDEX
-from srft.policy import PolicyConfig
 from srft.dataset.render import load_tokenizer
+from srft.policy import PolicyConfig
 
 from conftest import TOKENIZER_DIR
 from test_build import store  # noqa: F401 (fixture)
 from test_masks import real_trajs  # noqa: F401 (fixture)
 
-QWEN = str(TOKENIZER_DIR / "qwen2.5-coder-instruct")
-EXPORTS = ["trl", "axolotl", "verl", "torchtune", "llamafactory"]
+QWEN = TOKENIZER_DIR / "qwen2.5-coder-instruct"
+EXPORTS = sorted(EXPORTERS)
+CONFIGS = {"trl": "trl.yaml", "axolotl": "axolotl.yaml", "llamafactory": "llamafactory.yaml",
+           "verl": "verl_overrides.txt", "torchtune": "torchtune.yaml"}
+MODEL_KEYS = {"trl": "model_name_or_path", "axolotl": "base_model", "llamafactory": "model_name_or_path",
+              "verl": "model.path"}
+
+
+def model_folder(tokenizer: Path, out: Path) -> Path:
+    """What users pass as --tokenizer: a model folder (its tokenizer files + config.json)."""
+    out.mkdir(parents=True)
+    for f in tokenizer.iterdir():
+        shutil.copy(f, out / f.name)
+    (out / "config.json").write_text(json.dumps({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]}))
+    return out
 
 
 @pytest.fixture(scope="module")
 def built(store, tmp_path_factory):  # noqa: F811
-    out = tmp_path_factory.mktemp("built")
-    data, labels, trajs = store
-    config = BuildConfig(tokenizer=QWEN, exports=EXPORTS, policy=PolicyConfig(
-        name="srft", mask_labels=["mistake", "unnecessary"], label_on_resolved=True))
-    report = run_build(data, out, config, annotations=labels)
+    """family of builds over the same store: `model` (--tokenizer is a model folder) and `bare` (tokenizer only)."""
     import datasets
 
-    return out, report, datasets.load_from_disk(str(out / "dataset")), {t.id: t for t in trajs}
+    data, labels, _ = store
+    root = tmp_path_factory.mktemp("built")
+    out = {}
+    for kind, tokenizer in (("model", model_folder(QWEN, root / "student")), ("bare", QWEN)):
+        config = BuildConfig(tokenizer=str(tokenizer), exports=EXPORTS, policy=PolicyConfig(
+            name="srft", mask_labels=["mistake", "unnecessary"], label_on_resolved=True))
+        report = run_build(data, root / kind, config, annotations=labels)
+        out[kind] = (root / kind, report, datasets.load_from_disk(str(root / kind / "dataset")), tokenizer)
+    return out
 
 
-def trained_messages(ds, trajs) -> list[set[int]]:
-    """Per row: the message indices of the steps srft trains (weight > 0)."""
-    return [{trajs[tid].steps[s["step"] - 1].message_index for s in spans if s["weight"] > 0}
-            for tid, spans in zip(ds["trajectory_id"], ds["step_spans"])]
-
-
-def assistant_positions(messages) -> list[int]:
-    return [i for i, m in enumerate(messages) if m["role"] == "assistant"]
-
-
-def test_trl_sfttrainer_yields_exactly_our_labels(built, tmp_path):
+def test_every_export_holds_exactly_the_built_ids_and_labels(built):
     import datasets
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-    from trl import SFTConfig, SFTTrainer
-
-    out, report, ds, _ = built
-    hints = json.loads((out / "exports/trl/sft_config.json").read_text())
-    assert hints["max_length"] == report["longest_sample"]
-    train = datasets.load_dataset("parquet", data_files=str(out / "exports/trl/train.parquet"),
-                                  cache_dir=str(tmp_path / "cache"))["train"]
-    tok = load_tokenizer(QWEN)
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=16, intermediate_size=32,
-                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1))
-    args = SFTConfig(output_dir=str(tmp_path / "o"), max_length=hints["max_length"], report_to="none",
-                     use_cpu=True, bf16=False, per_device_train_batch_size=2, dataset_num_proc=None,
-                     **{k: v for k, v in hints.items() if k in ("packing", "assistant_only_loss",
-                                                                "completion_only_loss")})
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tok)
-    prepared = trainer.train_dataset
-    assert prepared["input_ids"] == ds["input_ids"] and prepared["labels"] == ds["labels"]
-    batch = trainer.data_collator([prepared[i] for i in range(2)])
-    for i in range(2):
-        n = len(ds[i]["labels"])
-        assert batch["labels"][i, :n].tolist() == ds[i]["labels"]
-        assert (batch["labels"][i, n:] == IGNORE_INDEX).all()
-    loss = model(**{k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "labels")}).loss
-    assert torch.isfinite(loss)
-
-
-def test_axolotl_jsonl_and_yaml(built):
-    out, report, ds, trajs = built
-    rows = [json.loads(line) for line in (out / "exports/axolotl/train.jsonl").read_text().splitlines()]
-    config = yaml.safe_load((out / "exports/axolotl/axolotl.yaml").read_text())
-    d = config["datasets"][0]
-    assert (d["type"], d["message_field_training"], d["roles_to_train"], d["train_on_eos"]) == (
-        "chat_template", "train", [], "turn")
-    assert Path(d["path"]) == (out / "exports/axolotl/train.jsonl").resolve()
-    def paths(obj, pre=""):  # every key path of a JSON object
-        return {p for k, v in obj.items() for p in (pre + k, *paths(v, pre + k + "."))} if isinstance(obj, dict) \
-            else set()
-
-    mixed = [t for t in trajs.values() if t.tools and len({frozenset(paths(x)) for x in t.tools}) > 1]
-    assert bool(mixed) == any("tool schemas with different keys" in w for w in report["warnings"])
-    tok = load_tokenizer(QWEN)
-    for row, want, ids in zip(rows, trained_messages(ds, trajs), ds["input_ids"]):
-        assert {i for i, m in enumerate(row["messages"]) if m["train"]} == want
-        assert all(m["role"] == "assistant" for m in row["messages"] if m["train"])
-        for m in row["messages"]:
-            for tc in m.get("tool_calls") or []:
-                assert isinstance(tc["function"]["arguments"], str)
-        # what axolotl feeds the template (arguments parsed back into dicts) renders exactly our tokens
-        msgs = [{**{k: v for k, v in m.items() if k != "train"}, "tool_calls": [
-            {**tc, "function": {**tc["function"], "arguments": json.loads(tc["function"]["arguments"])}}
-            for tc in m["tool_calls"]]} if m.get("tool_calls") else {k: v for k, v in m.items() if k != "train"}
-            for m in row["messages"]]
-        rendered = tok.apply_chat_template(msgs, tools=row.get("tools"), tokenize=True)
-        rendered = rendered["input_ids"] if hasattr(rendered, "keys") else rendered
-        assert ids[:len(rendered)] == rendered
-
-
-def test_verl_parquet_and_dataset_helper(built):
     import pyarrow.parquet as pq
 
-    out, _, ds, trajs = built
-    table = pq.read_table(out / "exports/verl/train.parquet")
-    assert table.column_names == ["messages", "tools_json", "trajectory_id"]
-    helper_path = out / "exports/verl/srft_verl.py"
-    spec = importlib.util.spec_from_file_location("srft_verl_export", helper_path)
-    helper = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(helper)  # runs without verl: the subclass is only defined where verl is installed
-    assert helper.ARGUMENTS_AS_DICT is True  # Qwen2.5's template wants dicts
-    overrides = (out / "exports/verl/verl_overrides.txt").read_text()
-    assert "data.multiturn.enable=true" in overrides and "data.custom_cls.name=SrftMultiTurnSFTDataset" in overrides
-    tok = load_tokenizer(QWEN)
-    for row, want, ids in zip(table.to_pylist(), trained_messages(ds, trajs), ds["input_ids"]):
-        assert {i for i, m in enumerate(row["messages"]) if m["loss_mask"] == 1} == want
-        assert all(m["trainable"] == bool(m["loss_mask"]) for m in row["messages"])
-        msgs = helper.decode_messages(row["messages"])
-        rendered = tok.apply_chat_template(msgs, tools=helper.decode_tools(row["tools_json"]), tokenize=True)
-        rendered = rendered["input_ids"] if hasattr(rendered, "keys") else rendered
-        assert ids[:len(rendered)] == rendered
+    out, report, ds, _ = built["model"]
+    want = {"input_ids": ds["input_ids"], "labels": ds["labels"]}
+    assert any(IGNORE_INDEX in labels and any(x != IGNORE_INDEX for x in labels) for labels in ds["labels"])
+    for name in ("trl", "axolotl", "verl", "torchtune"):
+        table = pq.read_table(out / "exports" / name / "train.parquet")
+        assert {k: table.column(k).to_pylist() for k in want} == want, name
+    axolotl = pq.read_table(out / "exports/axolotl/train.parquet")
+    assert [len(m) for m in axolotl.column("attention_mask").to_pylist()] == [len(x) for x in want["input_ids"]]
+    assert all(set(m) == {1} for m in axolotl.column("attention_mask").to_pylist())
+    lf = datasets.load_from_disk(str(out / "exports/llamafactory/tokenized"))["train"]
+    assert {k: lf[k] for k in want} == want
+    assert set(report["exports"]) == set(EXPORTS) and all(e["rows"] == len(ds) for e in report["exports"].values())
 
 
-def test_torchtune_messages(built):
-    out, _, ds, trajs = built
-    rows = [json.loads(line) for line in (out / "exports/torchtune/train.jsonl").read_text().splitlines()]
-    assert len(rows) == len(ds)
-    for row, want in zip(rows, trained_messages(ds, trajs)):
-        for m in row["messages"]:
-            assert set(m) == {"role", "content", "masked", "ipython", "eot"}  # torchtune.data.Message fields
-            assert m["role"] in ("system", "user", "assistant", "ipython") and isinstance(m["content"], str)
-        assert {i for i, m in enumerate(row["messages"]) if not m["masked"]} == want
-    assert "class SrftMessages" in (out / "exports/torchtune/srft_torchtune.py").read_text()
+def test_configs_name_real_paths_and_the_model(built):
+    for kind, (out, report, _, tokenizer) in built.items():
+        for name, file in CONFIGS.items():
+            text = (out / "exports" / name / file).read_text()
+            body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+            assert "CHOOSE" not in body and not re.search(r"<[\w ,.]+>", body), (name, body)  # no placeholders
+            for path in re.findall(r"(/[^\s:'\"]+\.(?:parquet|py|jsonl)|/\S+/tokenized)\b", text):
+                assert Path(path).exists(), (name, path)
+            key = MODEL_KEYS.get(name)
+            if key is None:
+                continue
+            named = f"{key}: {Path(tokenizer).resolve()}" if file.endswith(".yaml") else f"{key}={Path(tokenizer).resolve()}"
+            assert (named in text) == (kind == "model"), (kind, name, text)
+            warned = any(w.startswith(f"{name}: --tokenizer") and f"`{key}`" in w for w in report["warnings"])
+            assert warned == (kind == "bare"), (kind, name, report["warnings"])
+    axolotl = yaml.safe_load((built["model"][0] / "exports/axolotl/axolotl.yaml").read_text())
+    assert axolotl["tokenizer_config"] == str(built["model"][3].resolve())  # the tokenizer that made the ids
+    assert axolotl["sequence_len"] == built["model"][1]["longest_sample"]
+    assert "type" not in axolotl["datasets"][0]  # pre-tokenized: no prompt strategy
 
 
-def test_llamafactory_sharegpt(built):
-    out, _, ds, trajs = built
-    info = json.loads((out / "exports/llamafactory/dataset_info.json").read_text())["srft_train"]
-    assert info["formatting"] == "sharegpt" and info["columns"]["messages"] == "conversations"
-    assert "mask_history: true" in (out / "exports/llamafactory/llamafactory.yaml").read_text()
-    rows = [json.loads(line) for line in (out / "exports/llamafactory" / info["file_name"]).read_text().splitlines()]
-    assert len(rows) == sum(len(w) for w in trained_messages(ds, trajs))  # one conversation per trained step
-    for row in rows:
-        turns = row["conversations"]
-        for i, turn in enumerate(turns):  # LLaMA-Factory's alternation: prompt side at even positions
-            assert turn["from"] in (("human", "observation") if i % 2 == 0 else ("gpt", "function_call"))
-        assert len(turns) % 2 == 0 and isinstance(json.loads(row["tools"]), list)
-        if turns[-1]["from"] == "function_call":
-            call = json.loads(turns[-1]["value"])
-            assert "name" in (call if isinstance(call, dict) else call[0])
+def load_helper(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def test_exports_warn_about_what_they_cannot_carry(store, tmp_path):  # noqa: F811
+def test_verl_helper_hands_over_srfts_mask_and_refuses_another_tokenizer(built):
+    """The shipped dataset class (torch + pyarrow only) yields loss_mask == (labels != -100), refuses another
+    tokenizer and any truncation. verl itself runs it in test_consumers."""
+    out, _, ds, tokenizer = built["model"]
+    helper = load_helper(out / "exports/verl/srft_verl.py", "srft_verl_export")
+    assert helper.CHECK["probe_ids"] and helper.CHECK["special_ids"] == {"<|im_end|>": 151645}
+    tok = load_tokenizer(str(tokenizer))
+    data = helper.SrftSFTDataset(str(out / "exports/verl/train.parquet"), tok,
+                                 {"pad_mode": "no_padding", "max_length": max(map(len, ds["input_ids"]))})
+    for i in range(len(ds)):
+        item = data[i]
+        assert item["input_ids"].tolist() == ds[i]["input_ids"]
+        assert item["loss_mask"].tolist() == [int(x != IGNORE_INDEX) for x in ds[i]["labels"]]
+    longest = max(map(len, ds["input_ids"]))
+    right = helper.SrftSFTDataset([str(out / "exports/verl/train.parquet")], tok,
+                                  {"pad_mode": "right", "max_length": longest + 3})[0]
+    n = len(ds[0]["input_ids"])
+    assert right["input_ids"][:n].tolist() == ds[0]["input_ids"] and right["attention_mask"].sum() == n
+    assert right["loss_mask"].tolist() == [int(x != IGNORE_INDEX) for x in ds[0]["labels"]] + [0] * (longest + 3 - n)
+    with pytest.raises(ValueError, match="is not the one srft built"):
+        helper.SrftSFTDataset(str(out / "exports/verl/train.parquet"),
+                              load_tokenizer(str(TOKENIZER_DIR / "llama-3.1-instruct")), {})
+    with pytest.raises(ValueError, match="longer than data.max_length=10"):
+        helper.SrftSFTDataset(str(out / "exports/verl/train.parquet"), tok, {"max_length": 10})
+
+
+def test_soft_weights_are_warned_with_the_count_of_tokens_they_change(store, tmp_path):  # noqa: F811
+    import datasets
+
     data, labels, _ = store
     report = run_build(data, tmp_path, BuildConfig(
-        tokenizer=str(TOKENIZER_DIR / "qwen3"), exports=EXPORTS,
-        policy=PolicyConfig(name="srft", label_weights={"unnecessary": 0.5})), annotations=labels)
-    warnings = "\n".join(report["warnings"])
+        tokenizer=str(QWEN), exports=EXPORTS, policy=PolicyConfig(name="srft", label_weights={"unnecessary": 0.5})),
+        annotations=labels)
+    ds = datasets.load_from_disk(str(tmp_path / "dataset"))
+    partial = sum(1 for row in ds["loss_weights"] for w in row if w not in (0, 1))
+    assert partial > 0 and partial_weight_tokens(ds) == partial
     for name in EXPORTS:
-        assert f"{name}: soft label weights cannot be represented" in warnings
-    assert "not prefix-preserving" in warnings and "ignore_input_ids_mismatch" in warnings
+        assert any(w.startswith(f"{name}: {partial} trained token(s) have a soft weight other than 1")
+                   for w in report["warnings"]), name

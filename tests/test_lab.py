@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from srft.lab.config import LabConfig, apply_sets, arms, preset_config
-from srft.lab.data import flip_labels, oracle_labels, read_outcomes, teacher_record, write_outcomes
+from srft.lab.data import flip_labels, oracle_labels, read_outcome_table, teacher_record, write_outcome_table
 from srft.lab.env import TOOLS, LabEnv
 from srft.lab.rollout import NO_CALL, apply_reply, parse_reply, start
 from srft.lab.tasks import DIFFICULTIES, make_task, make_tasks
@@ -247,8 +247,8 @@ def test_outcome_table_is_what_srft_compare_reads(tmp_path):
     cols = {"rft.s0": {"a": True, "b": False, "c": False}, "rft.s1": {"a": True, "b": True, "c": False},
             "sft.s0": {"a": False, "b": False, "c": False}}
     path = tmp_path / "outcomes.csv"
-    write_outcomes(path, cols)
-    assert read_outcomes(path) == cols
+    write_outcome_table(path, cols)
+    assert read_outcome_table(path) == cols
     result = run_compare({"rft": [f"{path}:rft.s*"], "sft": [f"{path}:sft.s*"]}, baseline="rft", n_boot=200)
     rates = {s["name"]: (s["rate"], s["n_runs"]) for s in result["systems"]}
     assert rates == {"rft": (pytest.approx(0.5), 2), "sft": (0.0, 1)}
@@ -257,7 +257,7 @@ def test_outcome_table_is_what_srft_compare_reads(tmp_path):
 # -- template and rollout parsing ---------------------------------------------------------------------------
 
 def test_template_renders_tool_calls_and_prompts_agree_with_training(tmp_path):
-    from srft.lab.run import render_texts
+    from srft.lab.tokenizer import render_texts
     from srft.lab.tokenizer import CHAT_TEMPLATE, train_tokenizer
 
     episodes = [teach(t, TeacherConfig()) for t in make_tasks("train", 30, MIX)]

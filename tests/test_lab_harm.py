@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from srft.lab.config import apply_sets, preset_config
-from srft.lab.run import run_lab
+from srft.run.experiment import run_lab
 
 pytestmark = pytest.mark.slow
 

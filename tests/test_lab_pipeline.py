@@ -1,4 +1,5 @@
-"""`srft lab --preset tiny` end to end through the real stages: ingest, annotate, build, train, compare."""
+"""`srft lab --preset tiny` end to end through the real stages (the pipeline runner of `srft run`): ingest, annotate,
+build, train, evaluate, compare, the lab's results."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from srft.cli import app
 from srft.io import read_trajectories
 from srft.lab.config import arms, preset_config
 from srft.labels import read_labels
+from srft.run.layout import GOLD_LABELS
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +55,7 @@ def test_teacher_data_went_through_ingest_and_the_labels_line_up(tiny):
     trajectories = read_trajectories(out / "ingest")
     assert len(trajectories) == summary["teacher"]["trajectories"] == preset_config("tiny").tasks.train
     assert sum(t.resolved for t in trajectories) == summary["teacher"]["resolved"]
-    oracle = read_labels(out / "labels" / "oracle.jsonl", {t.id: t for t in trajectories})
+    oracle = read_labels(out / "gold" / GOLD_LABELS, {t.id: t for t in trajectories})
     assert len(oracle) == sum(len(t.steps) for t in trajectories) == summary["teacher"]["steps"]
     assert Counter(lab.label for lab in oracle) == summary["teacher"]["labels"]
     critic = read_labels(out / "annotate" / "annotations.jsonl")
@@ -68,7 +70,7 @@ def test_builds_mask_exactly_what_each_arm_says(tiny):
 
     out, _ = tiny
     trajectories = {t.id: t for t in read_trajectories(out / "ingest")}
-    truth = {(lab.trajectory_id, lab.step): lab.label for lab in read_labels(out / "labels" / "oracle.jsonl")}
+    truth = {(lab.trajectory_id, lab.step): lab.label for lab in read_labels(out / "gold" / GOLD_LABELS)}
     srft = datasets.load_from_disk(str(out / "build" / "srft-oracle" / "dataset"))
     checked = 0
     for row in srft:

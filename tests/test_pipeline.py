@@ -148,6 +148,44 @@ def test_unknown_dependency_order_is_rejected(tmp_path: Path) -> None:
         Runner(tmp_path, nodes)
 
 
+def _timed(seconds: float, fail: bool, ctx: NodeContext) -> dict:
+    """A node body for worker processes (module level, so it pickles): sleeps, records when and where it ran."""
+    import os
+    import time
+
+    start = time.time()
+    time.sleep(seconds)
+    if fail:
+        raise RuntimeError("worker node failed")
+    (ctx.out_dir / "out.txt").write_text(json.dumps({"start": start, "end": time.time(), "pid": os.getpid()}))
+    return {"slept": seconds}
+
+
+def test_workers_run_independent_nodes_side_by_side_in_other_processes(tmp_path: Path) -> None:
+    """run.workers > 1: two independent nodes overlap in time in two worker processes; their dependent waits for
+    both; a failing node is recorded and blocks only its dependents; the next run skips what finished."""
+    import os
+    from functools import partial
+
+    def graph(fail: bool) -> list[Node]:
+        return [Node("a", "a", {}, partial(_timed, 1.5, False)), Node("b", "b", {}, partial(_timed, 1.5, False)),
+                Node("c", "c", {}, partial(_timed, 0.0, False), deps=["a", "b"]),
+                Node("d", "d", {"fail": fail}, partial(_timed, 0.0, fail)),
+                Node("e", "e", {}, partial(_timed, 0.0, False), deps=["d"])]
+
+    run = tmp_path / "run"
+    results = {r.key: r for r in Runner(run, graph(fail=True)).run(workers=2)}
+    assert {k: r.status for k, r in results.items()} == {"a": "ran", "b": "ran", "c": "ran", "d": "failed",
+                                                         "e": "blocked"}
+    assert "worker node failed" in results["d"].error
+    a, b, c = (json.loads((run / key / "out.txt").read_text()) for key in "abc")
+    assert a["start"] < b["end"] and b["start"] < a["end"]  # side by side
+    assert c["start"] >= max(a["end"], b["end"])  # after both of its dependencies
+    assert a["pid"] != b["pid"] and os.getpid() not in {a["pid"], b["pid"], c["pid"]}
+    again = {r.key: r.status for r in Runner(run, graph(fail=False)).run(workers=2)}
+    assert again == {"a": "skipped", "b": "skipped", "c": "skipped", "d": "ran", "e": "ran"}
+
+
 # -- the whole pipeline on the lab's data (the `tiny_run` fixture: tests/fixtures/pipeline/tiny.yaml) -----------
 
 TINY = Path(__file__).parent / "fixtures" / "pipeline" / "tiny.yaml"
@@ -326,7 +364,7 @@ compare: {{baseline: rft, n_boot: 200}}
 
 
 def test_train_under_accelerate_launch(tiny_run, tmp_path: Path) -> None:
-    """`train.launch` runs `accelerate launch -m srft.train` in a subprocess (the multi-GPU path of the FSDP
+    """`train.launch` runs `accelerate launch -m srft train` in a subprocess (the multi-GPU path of the FSDP
     recipe), here with a one-process CPU config; the node gets the model, the report and the launcher's log."""
     import shutil
 

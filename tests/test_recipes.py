@@ -190,3 +190,28 @@ def test_demo_is_the_lab_tiny_preset_with_its_schedule() -> None:
     assert (t.max_steps, t.batch_size, t.lr, t.warmup_ratio) == (ft.max_steps, ft.batch_size, ft.lr, ft.warmup_ratio)
     assert t.method == "full" and t.max_length == recipe.build.max_length == lab.max_length
     assert recipe.train.model is None and recipe.train.init is None  # students start from the lab's base model
+
+
+def test_a_lab_recipe_takes_every_key_it_leaves_unset_from_the_preset(tmp_path: Path) -> None:
+    """`srft lab` and a recipe with `lab:` are one thing: the preset's arms become policies, its schedule the train
+    section, its rollouts the evaluation; a key the recipe sets wins, and a policies mapping replaces the arms."""
+    from srft.lab.config import arms
+    from srft.run.experiment import lab_recipe
+
+    path = tmp_path / "lab.yaml"
+    path.write_text("lab: {preset: tiny, overrides: {finetune: {max_steps: 7}, seeds: [0, 1]}}\ntrain: {lr: 0.5}\n")
+    recipe, _ = load_recipe(path)
+    lab = recipe.lab.config()
+    assert (recipe.train.max_steps, recipe.train.lr, recipe.train.seeds) == (7, 0.5, [0, 1])
+    assert list(recipe.build.policies) == [a.name for a in arms(lab)] and recipe.build.max_length == lab.max_length
+    assert recipe.evaluate.lab and recipe.compare.baseline == "rft" and recipe.compare.two_level
+    assert recipe.build.policies["srft-q0.5"].flip == 0.5 and recipe.label_source("srft-q0.5") == "gold"
+    keys = [n.key for n in pipeline_nodes(recipe)]
+    assert "noisy/srft-q0.5" in keys and "results" not in keys and keys[-1] == "report"
+    assert [n.key for n in pipeline_nodes(lab_recipe(lab))][-2:] == ["results", "report"]  # `srft lab` adds results
+
+    path.write_text("lab: {preset: tiny}\nbuild: {policies: {rft: {}, srft: {}}}\nevaluate: null\n")
+    recipe, _ = load_recipe(path)
+    keys = [n.key for n in pipeline_nodes(recipe)]
+    assert list(recipe.build.policies) == ["rft", "srft"] and recipe.evaluate is None
+    assert not any(k.startswith(("evaluate", "compare")) for k in keys)

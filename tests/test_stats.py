@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from srft.compare import stats
+from srft.compare import power, stats
 
 CSV = "derived/verified_mini-swe-agent_per_instance_resolved.csv"
 GEMINI = "20251118_mini-v1.15.0_gemini-3-pro-preview-20251118"
@@ -143,36 +143,60 @@ def test_two_level_resamples_runs():
 
 def test_mde_formula_and_worked_example():
     z = scipy.stats.norm.ppf(0.975) + scipy.stats.norm.ppf(0.8)
-    assert stats.mde_multiplier() == pytest.approx(z, rel=1e-12)
+    assert power.mde_multiplier() == pytest.approx(z, rel=1e-12)
     # anchors.md: 60 discordant of 500 -> SE ~ sqrt(60)/500 ~ 1.5 pp -> MDE ~ 4.3 pp: +1.3 pp is not detectable.
-    assert stats.mde(math.sqrt(60) / 500) == pytest.approx(0.0434, abs=5e-4)
-    assert stats.paired_se(500, 1, 0.12, 0.0) == pytest.approx(math.sqrt(0.12 / 500))
-    assert stats.paired_se(500, 4, 0.02, 0.4) == pytest.approx(math.sqrt((0.02 + 0.1) / 500))
-
-
-def test_mde_has_the_stated_power():
-    """At a true difference equal to the MDE, the exact sign test rejects about 80% of the time."""
-    n, q = 500, 0.12
-    delta = stats.mde(math.sqrt(q / n))
-    rng = np.random.default_rng(11)
-    counts = rng.multinomial(n, [(q + delta) / 2, (q - delta) / 2, 1 - q], size=1_500)
-    rejected = np.mean([stats.sign_test(int(c[0]), int(c[1])) < 0.05 for c in counts])
-    assert 0.72 < rejected < 0.86  # the exact test is slightly conservative
+    assert power.mde(math.sqrt(60) / 500) == pytest.approx(0.0434, abs=5e-4)
+    assert power.mde(0.0) is None and power.mde(None) is None
+    assert power.paired_se(500, 1, 0.12, 0.0) == pytest.approx(math.sqrt(0.12 / 500))
+    assert power.paired_se(500, 4, 0.02, 0.4) == pytest.approx(math.sqrt((0.02 + 0.1) / 500))
+    # a seed effect (run_var) shrinks with runs, not with instances
+    assert power.paired_se(500, 4, 0.02, 0.4, 0.01) == pytest.approx(math.sqrt((0.02 + 0.39 / 4) / 500 + 0.01 / 4))
 
 
 def test_variance_split_recovers_simulated_components():
     rng = np.random.default_rng(2)
     n, k = 4_000, 5
     p = rng.uniform(0.1, 0.9, size=(n, 1))
-    shift = rng.choice([-0.1, 0.1], size=(n, 1))  # systems treat tasks differently: Var = 0.01
+    shift = rng.choice([-0.1, 0.1], size=(n, 1))  # systems treat tasks differently: E[shift^2] = 0.01
     a = (rng.random((n, k)) < p).astype(float)
     b = (rng.random((n, k)) < np.clip(p + shift, 0, 1)).astype(float)
-    between, within = stats.variance_split(a, b)
+    split = power.variance_split(a, b)
     expected_within = float(np.mean(p * (1 - p)) + np.mean(np.clip(p + shift, 0, 1) * (1 - np.clip(p + shift, 0, 1))))
-    assert within == pytest.approx(expected_within, rel=0.03)
-    assert between == pytest.approx(0.01, abs=0.004)
-    assert stats.variance_split(a[:, :1], b) is None
-    assert stats.within_run_variance(a[:, :1]) is None
+    assert split.within == pytest.approx(expected_within, rel=0.03)
+    assert split.between == pytest.approx(0.01, abs=0.004)
+    assert split.runs == pytest.approx(0.0, abs=2e-4)  # no run effect simulated
+    assert power.variance_split(a[:, :1], b) is None
+    assert power.within_run_variance(a[:, :1]) is None
+
+
+def test_run_variance_recovers_a_seed_effect():
+    """x_ij = Bernoulli(p_i + s_j) with a per-run shift s_j of sd 0.05: run_variance estimates Var(s) = 0.0025
+    (averaged over 200 simulated systems of 8 runs; one system's 8 runs give a noisy estimate)."""
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0.2, 0.8, size=(2_000, 1))
+    estimates = []
+    for _ in range(200):
+        shift = rng.normal(0, 0.05, size=(1, 8))
+        estimates.append(power.run_variance((rng.random((2_000, 8)) < p + shift).astype(float)))
+    assert np.mean(estimates) == pytest.approx(0.0025, rel=0.15)
+    assert power.run_variance(np.ones((10, 1))) is None
+
+
+def test_bootstrap_p_agrees_with_its_ci_on_real_pairs(verified):
+    """Cluster bootstrap over the 12 repositories: for every pair against Gemini, p_zero < 0.05 exactly when the
+    95% CI excludes 0 (and both come from the same replicates)."""
+    ids, cols = verified
+    from srft.model import repo_from_instance_id
+
+    codes = stats.cluster_codes([repo_from_instance_id(i) for i in ids])
+    significant = 0
+    for name, x in cols.items():
+        if name == GEMINI:
+            continue
+        iv = stats.bootstrap([cols[GEMINI], x], [1.0, -1.0], n_boot=2_000, rng=stats.rng_for(0, name), clusters=codes)
+        assert (iv.p_zero < 0.05) == (not iv.low <= 0 <= iv.high), name
+        significant += iv.p_zero < 0.05
+    assert 0 < significant < 23  # both outcomes occur
 
 
 def test_holm_and_run_spread():

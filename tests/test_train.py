@@ -16,7 +16,9 @@ import torch.nn.functional as F
 
 from srft.train.models import InitConfig, init_model, make_word_tokenizer
 from srft.train import TrainConfig, build_trainer, run_train
-from srft.train.data import IGNORE, BatchPlan, row_coefficients, steps_for_budget
+from srft.dataset.masks import IGNORE_INDEX as IGNORE
+from srft.train.data import row_coefficients
+from srft.train.plan import BatchPlan, steps_for_budget
 
 VOCAB = 256
 
@@ -400,12 +402,13 @@ def test_cli_train_json(tiny_model, tmp_path):
 
 
 def test_python_dash_m_entry_point():
-    """`accelerate launch -m srft.train ...` runs this module on every process."""
-    done = subprocess.run([sys.executable, "-m", "srft.train", "--help"], capture_output=True, text=True, timeout=120)
+    """`accelerate launch -m srft train ...` runs `python -m srft` (the `srft` command) on every process."""
+    done = subprocess.run([sys.executable, "-m", "srft", "train", "--help"], capture_output=True, text=True,
+                          timeout=120)
     assert done.returncode == 0 and "--loss-norm" in done.stdout
 
 
-# -- multi-GPU launch configs (parsed here; run on GPUs by users) ---------------------------------------------------
+# -- launch configs (parsed here; run with 2 CPU processes in test_train_dist.py) ---------------------------------
 
 @pytest.mark.parametrize("name", ["ddp", "fsdp", "zero3"])
 def test_accelerate_configs_parse(name):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from srft.train import TrainConfig, run_train
-from srft.train.data import IGNORE
+from srft.dataset.masks import IGNORE_INDEX as IGNORE
 
 CONVERSATIONS = [  # (role, content, trained?) -- short on purpose: a SmolLM2 step costs ~1 s per 100 tokens here
     [("system", "Coding agent."), ("user", "Fix utils.py."), ("assistant", "rm -rf tests", False),

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from srft.model import Trajectory
+from srft.model import LABELS, Trajectory
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once at import: os.umask can only be read by setting it
@@ -52,6 +52,20 @@ def atomic_path(path: str | os.PathLike, *, directory: bool = False) -> Iterator
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def make_out_dir(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Create an output folder (and its parents). ValueError naming `option` when the path is a file or cannot be
+    created, instead of an OSError deep inside a stage."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{option} {path}: exists and is not a folder; give a folder path (created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{option} {path}: cannot create this folder ({exc.strerror or exc}); give a writable "
+                         "path") from None
+    return out
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -112,12 +126,15 @@ def _arrow_schema():
                          ("tool_call_id", s), ("name", s), ("reasoning_content", s)])
     step = pa.struct([("number", i), ("message_index", i), ("thought", s), ("action", s),
                       ("observation_indices", pa.list_(i)), ("is_demo", b), ("synthetic", b), ("final", b),
-                      ("label", s), ("label_reason", s), ("label_source", s), ("weight", f)])
+                      ("label", s), ("label_reason", s), ("label_source", s),
+                      ("label_probs", pa.struct([(lab, f) for lab in LABELS])), ("weight", f)])
+    test = pa.struct([("name", s), ("group", s), ("passed", b)])
     return pa.schema([
         ("schema_version", i), ("id", s), ("instance_id", s), ("repo", s),
         ("source", pa.struct([("format", s), ("path", s), ("row", i), ("sha256", s)])),
         ("messages", pa.list_(message)), ("steps", pa.list_(step)), ("tools_json", s),
-        ("outcome", pa.struct([("resolved", b), ("status", s), ("source", s), ("detail", s)])),
+        ("outcome", pa.struct([("resolved", b), ("status", s), ("source", s), ("detail", s),
+                               ("tests", pa.list_(test))])),
         ("metadata", pa.struct([("model", s), ("exit_status", s), ("cost", f), ("api_calls", i),
                                 ("submission", s), ("extra_json", s)])),
     ])

@@ -22,7 +22,7 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 LABELS: tuple[str, ...] = ("good", "unnecessary", "mistake", "recover")
 Label = Literal["good", "unnecessary", "mistake", "recover"]
@@ -98,7 +98,25 @@ class Step(_Model):
     label: Label | None = Field(None, description="step label from an annotation source")
     label_reason: str | None = Field(None, description="why the critic chose the label")
     label_source: str | None = Field(None, description="critic id / human / oracle")
+    label_probs: dict[Label, float] | None = Field(
+        None, description="the critic's share of votes (or probability) per label; None = one hard label")
     weight: float | None = Field(None, ge=0.0, le=1.0, description="loss weight set by a policy")
+
+    @field_validator("label_probs", mode="before")
+    @classmethod
+    def _present(cls, value: Any) -> Any:
+        """The Arrow struct has a field per label; the labels without a share read back as None."""
+        return {k: v for k, v in value.items() if v is not None} if isinstance(value, dict) else value
+
+
+class TestResult(_Model):
+    """One evaluation test of the harness run on the final patch (SWE-bench `tests_status`)."""
+
+    __test__ = False  # not a pytest class
+
+    name: str
+    group: str = Field(description="FAIL_TO_PASS | PASS_TO_PASS | FAIL_TO_FAIL | PASS_TO_FAIL")
+    passed: bool
 
 
 class Outcome(_Model):
@@ -108,6 +126,7 @@ class Outcome(_Model):
     status: OutcomeStatus = "unknown"
     source: str | None = Field(None, description="file (or 'row:<column>') the outcome was read from")
     detail: str | None = Field(None, description="free text, e.g. a conflict between two sources")
+    tests: list[TestResult] | None = Field(None, description="per-test results, when the harness report has them")
 
     @classmethod
     def unknown(cls) -> Outcome:
@@ -162,9 +181,6 @@ class Trajectory(_Model):
     def task(self) -> str:
         """The task statement: the first user message (SWE-style scaffolds put the issue there)."""
         return next((m.content for m in self.messages if m.role == "user"), "")
-
-    def openai_messages(self) -> list[dict[str, Any]]:
-        return [m.to_openai() for m in self.messages]
 
     # -- serialisation ---------------------------------------------------------------------------------
     def to_record(self) -> dict[str, Any]:
@@ -233,10 +249,6 @@ def repo_from_instance_id(instance_id: str | None) -> str | None:
 
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def trajectory_id(instance_id: str | None, messages: list[Message]) -> str:

@@ -7,12 +7,16 @@ The mask engine (`srft.dataset.masks`) turns the weights into token labels.
     sft     every step of every trajectory
     rft     resolved trajectories only, every step
     srft    resolved trajectories whole; unresolved ones whole, with `mask_labels` steps at weight 0
-            (optionally soft `label_weights`, and labels applied to resolved trajectories too)
+            (optionally soft `label_weights`, confidence weights, and labels applied to resolved ones too)
     prefix  unresolved trajectories trained only up to (not including) their first masked step
     random  as srft, but the masked steps are chosen at random (seeded per trajectory): the control that shows
             whether the critic's choice of steps matters
 
 Demonstration (`is_demo`) and scaffold-added (`synthetic`) steps are never trained, under every policy.
+
+Confidence weights (`confidence_weights`): a step whose label came with votes or probabilities (`Step.label_probs`)
+gets the expected weight over them, sum_label share * weight(label) with weight 0 for `mask_labels`, so without
+`label_weights` it is the share of votes that are not a masked label (3/3 mistake -> 0, 1/3 mistake -> 0.67).
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ class PolicyConfig(BaseModel):
     label_weights: dict[Label, float] = Field(
         default_factory=dict, description="soft weights per label, e.g. {unnecessary: 0.5}; per-token float loss")
     label_on_resolved: bool = Field(False, description="also apply labels to resolved trajectories")
+    confidence_weights: bool = Field(False, description="weigh a step by its label's votes/probabilities: the "
+                                     "expected label weight (needs labels with votes or probs)")
     unlabelled: Literal["train", "mask"] = Field(
         "train", description="weight of a step without a label where labels apply: train (1.0) or mask (0.0)")
     unknown_outcome: Literal["unresolved", "resolved", "drop"] = Field(
@@ -70,7 +76,10 @@ class PolicyConfig(BaseModel):
     @property
     def soft(self) -> bool:
         """True when some step can get a weight strictly between 0 and 1 (needs a per-token weight column)."""
-        return any(0.0 < w < 1.0 for w in self.label_weights.values())
+        return self.confidence_weights or any(0.0 < w < 1.0 for w in self.label_weights.values())
+
+    def label_weight(self, label: str) -> float:
+        return 0.0 if label in self.mask_labels else self.label_weights.get(label, 1.0)
 
 
 @dataclass
@@ -124,16 +133,19 @@ def _never_trained(traj: Trajectory, counts: Counter) -> list[bool]:
 
 
 def _labelled_weights(traj: Trajectory, config: PolicyConfig, counts: Counter) -> list[float]:
-    """Weights from labels: mask_labels -> 0, label_weights -> w, other labels -> 1, no label -> `unlabelled`."""
+    """Weights from labels: mask_labels -> 0, label_weights -> w, other labels -> 1, no label -> `unlabelled`;
+    with confidence weights, the expected weight over the label's vote shares."""
     weights = []
     for step in traj.steps:
         if step.label is None:
             counts["unlabelled_steps"] += 1
             weights.append(1.0 if config.unlabelled == "train" else 0.0)
-        elif step.label in config.mask_labels:
-            weights.append(0.0)
+        elif config.confidence_weights and step.label_probs:
+            counts["confidence_weighted_steps"] += 1
+            total = sum(step.label_probs.values())
+            weights.append(round(sum(p * config.label_weight(lab) for lab, p in step.label_probs.items()) / total, 6))
         else:
-            weights.append(config.label_weights.get(step.label, 1.0))
+            weights.append(config.label_weight(step.label))
     return weights
 
 

@@ -44,23 +44,37 @@ def summary_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]], li
 
 def _caption(result: dict[str, Any]) -> str:
     cfg, inst = result["config"], result["instances"]
-    parts = [f"{inst['n']} instances ({inst['from']})", f"{cfg['n_boot']} paired bootstrap resamples",
-             f"seed {cfg['seed']}"]
+    cluster_ci = cfg.get("cluster_ci", "bootstrap") if inst["clusters"] else "bootstrap"
+    parts = [f"{inst['n']} instances ({inst['from']})"]
+    if cluster_ci != "cr2":  # CR2 is analytic
+        parts += [f"{cfg['n_boot']} {'wild' if cluster_ci == 'wild' else 'paired'} bootstrap resamples",
+                  f"seed {cfg['seed']}"]
     if cfg["two_level"]:
         parts.append("runs resampled too")
+    if inst.get("restricted"):
+        r = inst["restricted"]
+        parts.append(f"restricted to {r['kept']} of {r['before']} by " + " and ".join(filter(None, [
+            " ".join(r["only"]) or None, r["only_instances"]])))
     if inst["clusters"]:
-        parts.append(f"clustered by {cfg['cluster']} ({inst['clusters']['n_clusters']} clusters)")
+        c = inst["clusters"]
+        effective = f", effective {c['effective_clusters']:.1f}" if "effective_clusters" in c else ""
+        parts.append(f"clustered by {cfg['cluster']} ({c['n_clusters']} clusters{effective}; CI: {cluster_ci})")
     parts.append(f"MDE at {100 * cfg['power']:g}% power, alpha {cfg['alpha']:g}")
     if result["comparisons"]:
-        parts.append("A/B/both/none = instances solved by A only / B only / both / neither")
+        if "test" in result["method"]:
+            parts.append(f"p: {result['method']['test']}")
+        if any(s["n_runs"] > 1 for s in result["systems"]):  # counts then compare per-instance solve fractions
+            parts.append("A only / B only = instances where A's / B's solve fraction (over its runs) is higher; "
+                         "both / neither = equal fractions above 0 / at 0")
+        else:
+            parts.append("A only / B only / both / neither = instances solved by A only / B only / both / neither")
     return "; ".join(parts)
 
 
 def render_table(result: dict[str, Any], console) -> None:
     """Rich tables of systems and comparisons, then warnings."""
-    from rich.table import Table
-
     from rich import box
+    from rich.table import Table
 
     sys_head, sys_rows, cmp_head, cmp_rows = summary_rows(result)
     conf = sys_head[3]
@@ -136,7 +150,9 @@ def plot_forest(result: dict[str, Any], path: str | Path) -> Path:
         ax.axvline(0, color="k", lw=0.8, ls="--")
         ax.margins(x=0.15)  # room for the p-value labels right of each CI
         ax.set_yticks(range(len(pairs)), pair_labels)
-        ax.set_xlabel(f"difference, pp (paired bootstrap {conf})")
+        cluster_ci = result["config"].get("cluster_ci") if result["instances"]["clusters"] else None
+        how = {"wild": "wild cluster bootstrap", "cr2": "CR2 t"}.get(cluster_ci, "paired bootstrap")
+        ax.set_xlabel(f"difference, pp ({how} {conf})")
         ax.set_title(f"Paired differences vs\n{versus}" if versus else "Paired differences (A - B)", fontsize=9)
     out = Path(path)
     with atomic_path(out) as tmp:

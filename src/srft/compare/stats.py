@@ -18,20 +18,15 @@ What is computed, and why:
   are resampled and the statistic is the ratio (sum of values)/(number of instances drawn). Django is 231 of the
   500 Verified instances, so instances are not independent draws.
 - CIs are percentile intervals (what `scipy.stats.bootstrap(..., paired=True, method="percentile")` gives).
+  `Interval.p_zero` is the two-sided bootstrap p of "the statistic is 0" that inverts that interval: the
+  smallest level at which the percentile CI excludes 0 (Efron & Tibshirani 1993, sec. 15.4), so with the same
+  replicates the CI excludes 0 exactly when p_zero < 1 - confidence. srft reports it for the two-level and
+  cluster bootstraps, where the instance-level sign test ignores what the CI accounts for.
 - The sign test is the exact McNemar test: a two-sided binomial test with p = 1/2 on the discordant instances
   (A solved and B did not, or the reverse). With several runs an instance is discordant when its solve
   fractions differ, and it counts for the system with the higher fraction.
-- Minimum detectable effect (MDE) at two-sided level alpha with the given power, normal approximation:
-      MDE = (z_{1-alpha/2} + z_{power}) * SE_delta          (= 2.80 * SE_delta for alpha=0.05, power=0.8)
-  with SE_delta the standard error of the paired difference. To project it to k runs per system we split the
-  variance of the per-instance difference d_i = mean_runs(a_i) - mean_runs(b_i) into a between-instance part
-  (how differently the two systems treat task i; runs cannot remove it) and within-instance run noise
-  (each run is an independent Bernoulli draw per instance; unbiased estimate: the mean over instances of the
-  ddof=1 variance across runs):
-      Var(d_i) = s2_between + s2_within_A / k_A + s2_within_B / k_B
-      SE_delta(n, k) = sqrt((s2_between + (s2_within_A + s2_within_B) / k) / n)
-  Assumptions: instances are exchangeable draws (clustering ignored in the projection), runs are independent
-  and exchangeable per instance, effects are small relative to SE (so the null and alternative variances match).
+- Minimum detectable effects and the projection to more runs live in `srft.compare.power`; CR2 and the wild
+  cluster bootstrap (few clusters) in `srft.compare.clustered`.
 """
 
 from __future__ import annotations
@@ -39,7 +34,6 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
-from statistics import NormalDist
 
 import numpy as np
 
@@ -57,6 +51,7 @@ class Interval:
     high: float
     se_boot: float  # standard deviation of the bootstrap replicates
     se: float | None  # analytic (CLT; cluster-robust when clustered) standard error; None for n < 2
+    p_zero: float = 1.0  # bootstrap p of "the statistic is 0", inverting the percentile CI (`percentile_p`)
 
 
 @dataclass(frozen=True)
@@ -142,7 +137,29 @@ def bootstrap(mats: list[np.ndarray], signs: list[float], *, n_boot: int, rng: n
     low, high = np.quantile(replicates, [tail, 1.0 - tail])
     return Interval(estimate=float(per_instance.mean()), low=float(low), high=float(high),
                     se_boot=float(replicates.std(ddof=1)) if n_boot > 1 else 0.0,
-                    se=analytic_se(per_instance, clusters))
+                    se=analytic_se(per_instance, clusters), p_zero=percentile_p(replicates))
+
+
+def _first_crossing(r: np.ndarray, i: int) -> float:
+    """Fractional index where the linear interpolation of sorted r between positions i-1 and i reaches 0."""
+    return (i - 1) + (-r[i - 1]) / (r[i] - r[i - 1])
+
+
+def percentile_p(replicates: np.ndarray) -> float:
+    """Two-sided p of "the statistic is 0" from bootstrap replicates: 2 t*, with t* the largest tail such that
+    the percentile interval [Q(t), Q(1 - t)] (np.quantile's linear interpolation) still holds 0. The CI at
+    level 1 - a excludes 0 exactly when p < a; p = 0 when every replicate lies on one side of 0."""
+    r = np.sort(np.asarray(replicates, dtype=np.float64))
+    last = r.size - 1
+    if last < 1:
+        return 1.0
+    at_most = int(np.searchsorted(r, 0.0, side="right"))  # replicates <= 0
+    below = int(np.searchsorted(r, 0.0, side="left"))  # replicates < 0
+    if at_most == 0 or below == r.size:
+        return 0.0
+    t_low = 1.0 if at_most == r.size else _first_crossing(r, at_most) / last  # Q(t) <= 0 iff t <= t_low
+    t_high = 1.0 if below == 0 else 1.0 - _first_crossing(r, below) / last  # Q(1 - t) >= 0 iff t <= t_high
+    return min(1.0, 2.0 * min(t_low, t_high, 0.5))
 
 
 def analytic_se(values: np.ndarray, clusters: np.ndarray | None = None) -> float | None:
@@ -200,40 +217,3 @@ def run_spread(x: np.ndarray) -> RunSpread:
     rates = tuple(float(r) for r in x.mean(axis=0))
     sd = float(np.std(rates, ddof=1)) if len(rates) > 1 else None
     return RunSpread(rates=rates, low=min(rates), high=max(rates), sd=sd)
-
-
-def within_run_variance(x: np.ndarray) -> float | None:
-    """Mean over instances of the across-run variance (ddof=1): unbiased for E[p_i (1 - p_i)] when runs are
-    independent Bernoulli(p_i) draws. None with a single run (not identifiable)."""
-    if x.shape[1] < 2:
-        return None
-    return float(x.var(axis=1, ddof=1).mean())
-
-
-def mde_multiplier(alpha: float = 0.05, power: float = 0.8) -> float:
-    """z_{1-alpha/2} + z_{power}: 1.960 + 0.842 = 2.802 for the defaults."""
-    normal = NormalDist()
-    return normal.inv_cdf(1.0 - alpha / 2.0) + normal.inv_cdf(power)
-
-
-def mde(se: float, alpha: float = 0.05, power: float = 0.8) -> float:
-    """Smallest true difference detected with probability `power` by a two-sided level-`alpha` test."""
-    return mde_multiplier(alpha, power) * se
-
-
-def paired_se(n: int, runs: int, between_var: float, within_var: float) -> float:
-    """SE of a paired difference of means over n instances with `runs` runs per system (see module doc);
-    `within_var` is the sum of both systems' within-run variances."""
-    return math.sqrt((between_var + within_var / runs) / n)
-
-
-def variance_split(a: np.ndarray, b: np.ndarray) -> tuple[float, float] | None:
-    """(between_var, within_var) of the per-instance difference, or None unless both systems have >= 2 runs.
-
-    within_var = s2_within_A + s2_within_B; between_var = Var(d_i) - s2_A/k_A - s2_B/k_B, floored at 0."""
-    wa, wb = within_run_variance(a), within_run_variance(b)
-    if wa is None or wb is None or a.shape[0] < 2:
-        return None
-    d = a.mean(axis=1) - b.mean(axis=1)
-    between = float(d.var(ddof=1)) - wa / a.shape[1] - wb / b.shape[1]
-    return max(0.0, between), wa + wb

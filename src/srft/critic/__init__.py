@@ -7,16 +7,14 @@ imported lazily; a user's own 'pkg.module:build' works the same way):
   engine in `srft.critic.llm` wraps it: one prompt per trajectory window, cache, strict parsing, one re-ask.
 * a `Critic` labels a whole trajectory itself (the rule-based `heuristic`, the `ensemble` vote).
 
-`build` returns either; `build_critic` wraps a backend into a critic. Adding a backend is one file with a pydantic
-config and a `build` function.
+`build` returns either; `srft.critic.llm.build_critic` wraps a backend into a critic. Adding a backend is one
+file with a pydantic config and a `build` function.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
-
-from srft.registry import resolve
 
 if TYPE_CHECKING:
     from srft.critic.cache import ResponseCache
@@ -40,6 +38,7 @@ class Completion:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     finish_reason: str | None = None
+    logprobs: list[dict[str, Any]] | None = None  # [{token, logprob, top_logprobs: [{token, logprob}]}] if asked
 
 
 class BackendError(RuntimeError):
@@ -59,7 +58,10 @@ class ChatBackend(Protocol):
 
     async def complete(self, messages: list[dict[str, Any]], *, schema: dict[str, Any] | None,
                        max_tokens: int) -> Completion:
-        """Answer the messages; `schema` is the JSON schema the answer must follow (for structured output)."""
+        """Answer the messages; `schema` is the JSON schema the answer must follow (for structured output).
+        Optional keywords a backend may accept (the engine passes them only to backends whose `complete` names
+        them): `sample` (the index of one of several answers drawn for the same prompt: vary the seed) and
+        `logprobs` (return that many top token log-probabilities per answer token in `Completion.logprobs`)."""
         ...
 
     async def aclose(self) -> None:
@@ -85,6 +87,10 @@ class TrajectoryResult:
     prompt_tokens_cached: int = 0
     agreement: list[float] | None = None  # ensemble: share of members voting the chosen label, per step
     member_labels: dict[str, list[str | None]] | None = None  # ensemble: each member's label per step
+    abstained: int = 0  # sampled answers that stayed invalid after the re-ask (the other samples voted)
+    unscored_steps: int = 0  # logprobs: steps whose label token had no usable log-probabilities
+    evidence: dict[str, int] = field(default_factory=dict)  # prompt tokens per hindsight section (all windows)
+    evidence_cut: dict[str, int] = field(default_factory=dict)  # what the budgets left out, per section
 
 
 @runtime_checkable
@@ -110,26 +116,9 @@ class CriticContext:
     cache: ResponseCache | None
     concurrency: int = 8
     registry: dict[str, str] = field(default_factory=lambda: dict(CRITICS))
-
-
-def build_critic(name: str, options: dict[str, Any], ctx: CriticContext) -> Critic:
-    """Resolve `name` (registered or dotted path), build it with `options`, wrap a chat backend in the LLM engine."""
-    from pydantic import ValidationError
-
-    factory = resolve(ctx.registry, name, "critic")
-    try:
-        made = factory(dict(options), ctx)
-    except ValidationError as exc:  # name the critic: an ensemble holds several
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"critic {name!r} options: {problems}") from None
-    if isinstance(made, ChatBackend) and not isinstance(made, Critic):
-        from srft.critic.llm import LLMCritic
-
-        return LLMCritic(made, ctx)
-    if not isinstance(made, Critic):
-        raise TypeError(f"critic {name!r}: build() returned {type(made).__name__}, which is neither a Critic "
-                        "(id, prompt_hash, label, aclose) nor a ChatBackend (id, fingerprint, complete, aclose)")
-    return made
+    samples: int = 1  # answers drawn per window (LLM critics); > 1 votes per step
+    confidence: str = "votes"  # votes | logprobs (see srft.critic.confidence)
+    top_logprobs: int = 10  # alternatives per token asked for under confidence=logprobs
 
 
 def labelled_steps(traj: Trajectory) -> list[int]:

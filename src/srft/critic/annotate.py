@@ -31,8 +31,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 import srft
-from srft.critic import CriticContext, TrajectoryResult, build_critic, labelled_steps
+from srft.critic import CriticContext, TrajectoryResult, labelled_steps
 from srft.critic.cache import ResponseCache
+from srft.critic.llm import build_critic
 from srft.critic.prompt import PromptBuilder, PromptConfig
 from srft.labels import StepLabel, sort_labels
 from srft.model import LABELS, Trajectory
@@ -58,6 +59,11 @@ class AnnotateConfig(BaseModel):
     only: Literal["unresolved", "all"] = Field("unresolved", description="which trajectories to label")
     concurrency: int = Field(8, ge=1, description="critic calls in flight at once")
     fallback: Fallback = Field("none", description="label given to every step of a critic_failed trajectory")
+    samples: int = Field(1, ge=1, description="answers per window from LLM critics (> 1 needs a temperature above "
+                         "0): the majority label wins, with its votes and confidence")
+    confidence: Literal["votes", "logprobs"] = Field(
+        "votes", description="votes: over --samples; logprobs: label probabilities from the server's token "
+        "log-probabilities (one answer per window)")
     prompt: PromptConfig = Field(default_factory=PromptConfig, description="how LLM critics see trajectories")
     cache: str | None = Field(None, description="SQLite response cache; None = OUT/critic_cache.sqlite")
     use_cache: bool = Field(True, description="store and reuse raw responses")
@@ -181,18 +187,40 @@ def summarize(results: list[TrajectoryResult], skipped: Counter, cfg: AnnotateCo
     }
 
 
+def _llm_critics(critic: Any) -> list[Any]:
+    from srft.critic.llm import LLMCritic
+
+    return [c for c in getattr(critic, "members", [critic]) if isinstance(c, LLMCritic)]
+
+
 def annotate_trajectories(trajectories: Iterable[Trajectory], config: AnnotateConfig | dict[str, Any] | None = None,
                           *, cache_path: str | Path | None = None,
-                          on_item: Callable[[TrajectoryResult | None], None] | None = None) -> AnnotateResult:
-    """Label `trajectories` in-process. The cache is used only when `cache_path` is given (or config.cache)."""
+                          on_item: Callable[[TrajectoryResult | None], None] | None = None,
+                          instances: set[str] | None = None) -> AnnotateResult:
+    """Label `trajectories` in-process. The cache is used only when `cache_path` is given (or config.cache).
+    `instances`: the instance ids of the whole input (checked against a reference file before any call)."""
+    from srft.critic.evidence import check_instances, evidence_summary
+
     cfg = config if isinstance(config, AnnotateConfig) else AnnotateConfig.model_validate(config or {})
+    prompt = PromptBuilder(cfg.prompt)
+    if prompt.reference is not None and cfg.prompt.reference_unknown == "error":
+        if instances is None:
+            trajectories = list(trajectories)
+            instances = {t.instance_id for t in trajectories if t.instance_id}
+        check_instances(prompt.reference, instances)
     path = cache_path or cfg.cache
     cache = ResponseCache(path) if path and cfg.use_cache else None
-    ctx = CriticContext(prompt=PromptBuilder(cfg.prompt), cache=cache, concurrency=cfg.concurrency)
+    ctx = CriticContext(prompt=prompt, cache=cache, concurrency=cfg.concurrency, samples=cfg.samples,
+                        confidence=cfg.confidence)
     critic = build_critic(cfg.critic.name, cfg.critic.options, ctx)
+    if (cfg.samples > 1 or cfg.confidence == "logprobs") and not _llm_critics(critic):
+        raise ValueError(f"--samples/--confidence logprobs apply to LLM critics (openai, transformers, a chat "
+                         f"backend); critic {critic.id} answers deterministically")
 
     async def go() -> tuple[list[TrajectoryResult], Counter]:
         try:
+            if hasattr(critic, "prepare"):
+                await critic.prepare()
             return await _label_all(trajectories, critic, cfg, on_item or (lambda _: None))
         finally:
             await critic.aclose()
@@ -209,6 +237,12 @@ def annotate_trajectories(trajectories: Iterable[Trajectory], config: AnnotateCo
         from srft.critic.ensemble import agreement_summary
 
         summary["agreement"] = agreement_summary(results)
+    if cfg.samples > 1 or cfg.confidence == "logprobs" or any(r.agreement for r in results):
+        from srft.critic.llm import confidence_summary
+
+        summary["confidence"] = {"mode": cfg.confidence, "samples": cfg.samples, **confidence_summary(results)}
+    if critic.prompt_hash:
+        summary["evidence"] = evidence_summary(results, prompt)
     return AnnotateResult(sort_labels(lab for r in results for lab in r.labels), results, skipped, summary)
 
 
@@ -222,9 +256,26 @@ def trajectory_rows(results: list[TrajectoryResult], cfg: AnnotateConfig) -> lis
                      "steps": len(r.labels), "windows": r.windows, "calls": r.calls, "cached": r.cached,
                      "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
                      "prompt_tokens_cached": r.prompt_tokens_cached, "cost_usd": cost,
-                     "mean_agreement": sum(r.agreement) / len(r.agreement) if r.agreement else None})
+                     "mean_agreement": sum(r.agreement) / len(r.agreement) if r.agreement else None,
+                     "mean_confidence": _mean([lab.confidence for lab in r.labels if lab.confidence is not None]),
+                     "abstained_samples": r.abstained, "evidence_tokens": r.evidence})
     return rows
 
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 6) if values else None
+
+
+def store_instances(path: Path) -> set[str]:
+    """The instance ids in a store (one light column of the Parquet file)."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return {i for i in pq.ParquetFile(path).read(columns=["instance_id"]).column(0).to_pylist() if i}
+    from srft.io import iter_trajectories
+
+    return {t.instance_id for t in iter_trajectories(path) if t.instance_id}
 
 
 def store_file(data_dir: str | Path) -> Path:
@@ -272,7 +323,9 @@ def run_annotate(data_dir: str | Path, out_dir: str | Path, config: AnnotateConf
             progress.update(task, advance=1, description=f"annotate: {tally['calls']} calls, {tally['cached']} "
                                                          f"cached, {tally['failed']} failed")
 
-        result = annotate_trajectories(iter_trajectories(store), cfg, cache_path=cache_path, on_item=on_item)
+        instances = store_instances(store) if cfg.prompt.reference else None
+        result = annotate_trajectories(iter_trajectories(store), cfg, cache_path=cache_path, on_item=on_item,
+                                       instances=instances)
     report = {"srft_version": srft.__version__, "config": cfg.model_dump(mode="json"),
               "inputs": {"store": str(store), "sha256": sha256_file(store)}, **result.summary}
     write_outputs(out, result, report, trajectory_rows(result.results, cfg))
@@ -295,67 +348,41 @@ def write_outputs(out: Path, result: AnnotateResult, report: dict[str, Any], row
     atomic_write_json(out / "annotate_report.json", report)
 
 
-# -- the command line: flags -> AnnotateConfig (kept here so cli.py stays a thin wrapper) ----------------------
+# -- the command line: options -> AnnotateConfig (kept here so the CLI stays a thin wrapper) -------------------
 
-# Which backend flags each built-in critic takes, and the option each maps to. A flag given to a critic that does
-# not take it is an error (never silently ignored); an ensemble hands each member the flags it takes.
-FLAG_OPTIONS: dict[str, dict[str, str]] = {
-    "openai": {"base_url": "base_url", "model": "model", "api_key_env": "api_key_env", "temperature": "temperature",
-               "max_tokens": "max_tokens", "structured": "structured", "timeout": "timeout_s",
-               "max_retries": "max_retries", "seed": "seed"},
-    "transformers": {"model": "model", "gguf_file": "gguf_file", "device": "device", "decoding": "decoding",
-                     "batch_size": "batch_size", "temperature": "temperature", "max_tokens": "max_new_tokens"},
-    "heuristic": {"rules": "rules"},
-}
+def config_from_cli(base: dict[str, Any] | None, *, critic: str | None, members: list[str], options: list[str],
+                    settings: dict[str, Any], prompt: dict[str, Any]) -> AnnotateConfig:
+    """Merge a --config file with the options given (None = not given).
 
+    `options` are `KEY=VALUE` strings for the critic's own pydantic config (its fields are the only backend
+    options there are; a key it does not declare is an error naming the known ones). With `--critic ensemble`,
+    `MEMBER.KEY=VALUE` sets KEY on every member named MEMBER, and a plain KEY sets an ensemble option (tie,
+    min_votes)."""
+    from srft.config import apply_overrides, parse_overrides, validate
 
-def parse_option(text: str) -> tuple[str, Any]:
-    """'key=value' with a JSON value when it parses ('3', 'true', '[1,2]'), else the string."""
-    import json
-
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise ValueError(f"--option {text!r}: expected KEY=VALUE")
-    try:
-        return key.strip(), json.loads(value)
-    except json.JSONDecodeError:
-        return key.strip(), value
-
-
-def _member_options(name: str, flags: dict[str, Any]) -> dict[str, Any]:
-    owned = FLAG_OPTIONS.get(name)
-    if owned is None:  # a user's critic: it gets every backend flag given, and validates them itself
-        return dict(flags)
-    return {owned[k]: v for k, v in flags.items() if k in owned}
-
-
-def config_from_cli(base: dict[str, Any] | None, *, critic: str | None, members: list[str], tie: str | None,
-                    flags: dict[str, Any], options: list[str], settings: dict[str, Any],
-                    prompt: dict[str, Any]) -> AnnotateConfig:
-    """Merge a --config file with the flags given (None = not given). Raises ValueError naming bad flags."""
     data = dict(base or {})
-    flags = {k: v for k, v in flags.items() if v is not None}
     spec = dict(data.get("critic") or {})
     name = critic or spec.get("name", "heuristic")
     opts = dict(spec.get("options") or {}) if name == spec.get("name", "heuristic") else {}
+    if members:
+        if name != "ensemble":
+            raise ValueError(f"--member applies only to --critic ensemble (the critic is {name!r})")
+        opts["members"] = [{"name": m, "options": {}} for m in members]
+    pairs = parse_overrides(options, "--option")
     if name == "ensemble":
-        if members:
-            opts["members"] = [{"name": m, "options": _member_options(m, flags)} for m in members]
-        used = {k for m in members for k in flags if k in FLAG_OPTIONS.get(m, flags)}
-        if tie:
-            opts["tie"] = tie
-    else:
-        if members or tie:
-            raise ValueError("--member/--tie apply only to --critic ensemble")
-        opts.update(_member_options(name, flags))
-        used = set(flags) if name not in FLAG_OPTIONS else set(flags) & set(FLAG_OPTIONS[name])
-    stray = sorted(set(flags) - used)
-    if stray:
-        takes = ", ".join(f"--{k.replace('_', '-')}" for k in FLAG_OPTIONS.get(name, {})) or "none"
-        raise ValueError(f"{', '.join('--' + k.replace('_', '-') for k in stray)} do(es) not apply to critic "
-                         f"{name!r} (it takes: {takes})")
-    opts.update(parse_option(o) for o in options)
+        pairs = _route_to_members(pairs, [m.get("name") for m in opts.get("members") or []])
+    apply_overrides(opts, pairs, option="--option")
     data["critic"] = {"name": name, "options": opts}
     data.update({k: v for k, v in settings.items() if v is not None})
     data["prompt"] = {**(data.get("prompt") or {}), **{k: v for k, v in prompt.items() if v is not None}}
-    return AnnotateConfig.model_validate(data)
+    return validate(AnnotateConfig, data)
+
+
+def _route_to_members(pairs: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """'openai.model' -> 'members.<i>.options.model' for every member i named openai."""
+    out = {}
+    for key, value in pairs.items():
+        head, dot, rest = key.partition(".")
+        hits = [i for i, n in enumerate(names) if n == head] if dot else []
+        out.update({f"members.{i}.options.{rest}": value for i in hits} if hits else {key: value})
+    return out

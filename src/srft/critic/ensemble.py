@@ -6,8 +6,10 @@ wins. Tie rule (`tie`):
                 members from most to least trusted;
   severity      among the tied labels, the most severe: mistake > unnecessary > recover > good (masks more).
 A member that fails on a trajectory does not vote on it; with fewer than `min_votes` members left the trajectory
-is critic_failed. Every label's reason says the vote ("2/3 votes: ...") and the report carries per-step
-agreement, the share of unanimous steps, and pairwise agreement and Cohen's kappa between members.
+is critic_failed. Every label keeps the vote: `votes` {label: members}, `confidence` the winner's share, and a
+reason saying it ("2/3 votes: ..."); the report carries per-step agreement, the share of unanimous steps, and
+pairwise agreement and Cohen's kappa between members. A member that itself voted (`--samples K`) casts its
+majority label as its one vote.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from srft.critic import CriticContext, TrajectoryResult, build_critic, labelled_steps
+from srft.critic import CriticContext, TrajectoryResult, labelled_steps
+from srft.critic.confidence import SEVERITY, tally, vote  # noqa: F401 - vote and SEVERITY are part of this API
+from srft.critic.llm import build_critic
 from srft.labels import StepLabel
 from srft.model import LABELS, Trajectory
-
-SEVERITY = {"mistake": 0, "unnecessary": 1, "recover": 2, "good": 3}
 
 
 class MemberSpec(BaseModel):
@@ -45,18 +47,6 @@ class EnsembleConfig(BaseModel):
     min_votes: int = Field(1, ge=1, description="members that must succeed for a trajectory to be labelled")
 
 
-def vote(ballots: list[str], tie: str) -> str:
-    """The winning label of one step; `ballots` in member order."""
-    counts = Counter(ballots)
-    top = max(counts.values())
-    tied = [lab for lab in LABELS if counts.get(lab) == top]
-    if len(tied) == 1:
-        return tied[0]
-    if tie == "severity":
-        return min(tied, key=SEVERITY.__getitem__)
-    return next(b for b in ballots if b in tied)
-
-
 class EnsembleCritic:
     def __init__(self, config: EnsembleConfig, members: list[Any]):
         self.config, self.members = config, members
@@ -64,6 +54,11 @@ class EnsembleCritic:
         self.member_ids = [i if ids.count(i) == 1 else f"{i}#{k}" for k, i in enumerate(ids)]
         self.id = f"ensemble({','.join(self.member_ids)})"
         self.prompt_hash = next((m.prompt_hash for m in members if m.prompt_hash), None)
+
+    async def prepare(self) -> None:
+        for m in self.members:
+            if hasattr(m, "prepare"):
+                await m.prepare()
 
     async def aclose(self) -> None:
         for m in self.members:
@@ -78,6 +73,10 @@ class EnsembleCritic:
             res.completion_tokens += r.completion_tokens
             res.prompt_tokens_cached += r.prompt_tokens_cached
             res.windows = max(res.windows, r.windows)
+            res.abstained += r.abstained
+            for name, tokens in r.evidence.items():
+                res.evidence[name] = res.evidence.get(name, 0) + tokens
+                res.evidence_cut[name] = res.evidence_cut.get(name, 0) + r.evidence_cut.get(name, 0)
         ok = [(mid, r) for mid, r in zip(self.member_ids, results) if r.status != "critic_failed"]
         failed = [(mid, r) for mid, r in zip(self.member_ids, results) if r.status == "critic_failed"]
         res.raw = [{**raw, "member": mid} for mid, r in failed for raw in r.raw]
@@ -92,13 +91,14 @@ class EnsembleCritic:
         res.agreement = []
         for n in steps:
             ballots = [(mid, by_member[mid][n]) for mid, _ in ok if n in by_member[mid]]
-            winner = vote([b.label for _, b in ballots], self.config.tie)
+            winner, votes, share = tally([b.label for _, b in ballots], self.config.tie)
             voters = [(mid, b) for mid, b in ballots if b.label == winner]
-            res.agreement.append(len(voters) / len(ballots))
+            res.agreement.append(share)
             first_reason = next((b.reason for _, b in voters if b.reason), "")
             reason = f"{len(voters)}/{len(ballots)} votes ({', '.join(m for m, _ in voters)}): {first_reason}"
             res.labels.append(StepLabel(trajectory_id=traj.id, step=n, label=winner, reason=reason.strip(),
-                                        source=self.id, prompt_hash=self.prompt_hash))
+                                        source=self.id, prompt_hash=self.prompt_hash, votes=votes,
+                                        confidence=round(share, 6)))
         if any(r.status == "repaired" for r in results):
             res.status = "repaired"
         if failed:  # labelled by the others; the failure stays visible

@@ -10,20 +10,26 @@ Conventions (as scikit-learn with `zero_division=0`): a ratio with a zero denomi
 the labels that occur in gold or predictions (sklearn's default label set); micro-F1 equals accuracy for
 single-label data; Cohen's kappa is undefined (None) when chance agreement is 1. The binary score treats the
 policy's masked labels (`mask_labels`, default `mistake`) as the positive class: "masked vs trained".
+The scores themselves are in `srft.critic.metrics`. A prediction file whose labels carry a `confidence` also gets
+a calibration report (`srft.critic.calibration`: ECE, reliability, coverage curve), on the same resamples.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from srft.critic.calibration import calibration, plot_calibration
+from srft.critic.metrics import SCALARS, bootstrap_weights, metrics_from_confusion  # noqa: F401 (API)
+from srft.critic.metrics import interval as _interval
+from srft.critic.metrics import num as _num
+from srft.critic.metrics import ratio as _ratio
 from srft.labels import StepLabel, read_labels
 from srft.model import LABELS
 
@@ -122,65 +128,12 @@ def _no_data(rec: dict[str, Any]) -> str:
     raise ValueError(f"row names its trajectory by {key!r}; pass --data DIR (an ingest output) to resolve it")
 
 
-class _StepCounts(Mapping):
-    """id -> a stand-in with `.steps` of the right length: all `read_labels` needs to check step ranges,
-    without loading whole trajectories."""
-
-    def __init__(self, steps: dict[str, int]):
-        self._steps = steps
-
-    def __getitem__(self, tid: str) -> SimpleNamespace:
-        return SimpleNamespace(steps=range(self._steps[tid]))
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._steps)
-
-    def __len__(self) -> int:
-        return len(self._steps)
-
-
 def load_labels(path: str | os.PathLike, index: TrajectoryIndex | None = None) -> list[StepLabel]:
     """Read a step-label file; with `index`, resolve file/instance_id keys and check every trajectory and step
     exists. Raises LabelFileError listing every problem."""
     if index is None:
         return read_labels(path, resolve=_no_data)
-    return read_labels(path, _StepCounts(index.steps), resolve=index.resolve)  # type: ignore[arg-type]
-
-
-# -- metrics (pure) ------------------------------------------------------------------------------------
-
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
-    return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > 0)
-
-
-def metrics_from_confusion(cm: np.ndarray, mask: Sequence[str] = ("mistake",)) -> dict[str, np.ndarray]:
-    """All scores from confusion matrices of shape (..., K, K); every value has the leading shape (per-label
-    ones add a trailing K)."""
-    cm = np.asarray(cm, dtype=float)
-    tp = np.diagonal(cm, axis1=-2, axis2=-1)
-    support, predicted = cm.sum(-1), cm.sum(-2)
-    n = support.sum(-1)
-    f1 = _ratio(2 * tp, support + predicted)
-    present = (support + predicted) > 0
-    po = _ratio(tp.sum(-1), n)
-    pe = _ratio((support * predicted).sum(-1), n * n)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        kappa = np.where(pe < 1, (po - pe) / (1 - pe), np.nan)
-    m = np.isin(np.array(LABELS), list(mask))
-    btp = cm[..., m, :][..., :, m].sum((-1, -2))
-    bsupport, bpredicted = cm[..., m, :].sum((-1, -2)), cm[..., :, m].sum((-1, -2))
-    return {
-        "precision": _ratio(tp, predicted), "recall": _ratio(tp, support), "f1": f1,
-        "support": support, "predicted": predicted,
-        "macro_f1": _ratio((f1 * present).sum(-1), present.sum(-1)),
-        "micro_f1": po, "kappa": kappa, "steps": n,
-        "binary_precision": _ratio(btp, bpredicted), "binary_recall": _ratio(btp, bsupport),
-        "binary_f1": _ratio(2 * btp, bsupport + bpredicted), "binary_support": bsupport,
-    }
-
-
-SCALARS = ("macro_f1", "micro_f1", "kappa", "binary_f1", "binary_precision", "binary_recall")
+    return read_labels(path, resolve=index.resolve, step_counts=index.steps)
 
 
 @dataclass
@@ -207,27 +160,6 @@ def align(gold: Iterable[StepLabel], pred: Iterable[StepLabel], trajectories: Se
     return Alignment(cms, matched, sorted(set(g) - set(p)), sorted(set(p) - set(g)))
 
 
-def bootstrap_weights(n_traj: int, samples: int, seed: int) -> np.ndarray:
-    """(samples, n_traj) counts: how often each trajectory is drawn in each resample."""
-    rng = np.random.default_rng(seed)
-    if n_traj == 0 or samples == 0:
-        return np.zeros((samples, n_traj), dtype=np.int64)
-    return rng.multinomial(n_traj, np.full(n_traj, 1.0 / n_traj), size=samples)
-
-
-def _interval(values: np.ndarray, confidence: float) -> list[float | None]:
-    tail = (1 - confidence) / 2 * 100
-    values = values[~np.isnan(values)]
-    if values.size == 0:
-        return [None, None]
-    return [_num(np.percentile(values, tail)), _num(np.percentile(values, 100 - tail))]
-
-
-def _num(x: Any) -> float | None:
-    x = float(x)
-    return None if np.isnan(x) else round(x, 6)
-
-
 def evaluate(gold: Sequence[StepLabel], preds: dict[str, Sequence[StepLabel]], config: EvalConfig) -> dict:
     """The report for each prediction set against gold (pure: labels in, nested dict out)."""
     trajectories = sorted({x.trajectory_id for x in gold})
@@ -240,6 +172,8 @@ def evaluate(gold: Sequence[StepLabel], preds: dict[str, Sequence[StepLabel]], c
         point = metrics_from_confusion(cm, config.mask_labels)
         boot = metrics_from_confusion(np.einsum("bt,tkl->bkl", weights, al.cms), config.mask_labels)
         entry = _entry(name, al, cm, point, boot if config.bootstrap else None, config)
+        entry["calibration"] = calibration(gold, pred, trajectories, weights, config.mask_labels,
+                                           lambda v: _interval(v, config.confidence))
         if first is not None:
             entry["delta_vs_first"] = {
                 k: {"value": _diff(point[k], first[0][k]),
@@ -289,8 +223,10 @@ def label_file_names(paths: Sequence[str | os.PathLike]) -> list[str]:
 
 def run_critic_eval(gold_path: str | os.PathLike, pred_paths: Sequence[str | os.PathLike],
                     data: str | os.PathLike | None, config: EvalConfig,
-                    plot: str | os.PathLike | None = None) -> dict:
-    """Load the files, evaluate, optionally plot; the report names its inputs."""
+                    plot: str | os.PathLike | None = None,
+                    calibration_plot: str | os.PathLike | None = None) -> dict:
+    """Load the files, evaluate, optionally plot (confusion matrices; reliability and coverage of the files with
+    confidences); the report names its inputs."""
     index = TrajectoryIndex.from_store(data) if data is not None else None
     gold = load_labels(gold_path, index)
     names = label_file_names(pred_paths)
@@ -302,6 +238,9 @@ def run_critic_eval(gold_path: str | os.PathLike, pred_paths: Sequence[str | os.
     if plot is not None:
         plot_confusion(report, plot)
         report["plot"] = str(plot)
+    if calibration_plot is not None:
+        plot_calibration(report, calibration_plot)
+        report["calibration_plot"] = str(calibration_plot)
     return report
 
 
@@ -382,5 +321,21 @@ def report_tables(report: dict) -> list[Any]:
             cm.add_column(lab, justify="right")
         for lab, row in zip(report["labels"], entry["confusion"], strict=True):
             cm.add_row(lab, *map(str, row))
-        tables += [per, cm]
+        tables += [per, cm] + ([_calibration_table(entry)] if entry.get("calibration") else [])
     return tables
+
+
+def _calibration_table(entry: dict) -> Any:
+    """ECE and the coverage curve of one prediction file with confidences."""
+    from rich.table import Table
+
+    cal = entry["calibration"]
+    out = Table(title=f"{entry['name']}: calibration ({cal['steps']} steps with a confidence; ECE "
+                      f"{_cell(cal['ece'])}, mean confidence {cal['mean_confidence']:.3f}, accuracy "
+                      f"{cal['accuracy']:.3f})")
+    for col in ("confidence >=", "steps", "coverage", "accuracy", "macro-F1", "binary F1"):
+        out.add_column(col, justify="right")
+    for point in cal["coverage"]:
+        out.add_row(f"{point['threshold']:.3f}", str(point["steps"]), f"{point['coverage']:.3f}",
+                    f"{point['accuracy']:.3f}", _cell(point["macro_f1"]), _cell(point["binary_f1"]))
+    return out

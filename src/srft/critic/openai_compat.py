@@ -97,14 +97,19 @@ class OpenAIBackend:
         return {"backend": "openai", "model": c.model, "temperature": c.temperature, "top_p": c.top_p,
                 "seed": c.seed, "max_tokens": c.max_tokens, "extra_body": c.extra_body}
 
-    def _body(self, messages: list[dict[str, Any]], schema: dict[str, Any] | None, max_tokens: int) -> dict:
+    def _body(self, messages: list[dict[str, Any]], schema: dict[str, Any] | None, max_tokens: int,
+              sample: int | None = None, logprobs: int = 0) -> dict:
         c = self.config
         body: dict[str, Any] = {"model": c.model, "messages": messages, "temperature": c.temperature,
                                 "max_tokens": c.max_tokens or max_tokens}
         if c.top_p is not None:
             body["top_p"] = c.top_p
-        if c.seed is not None:
+        if sample is not None:  # one of several answers to the same prompt: its own seed, reproducible
+            body["seed"] = (c.seed or 0) + sample
+        elif c.seed is not None:
             body["seed"] = c.seed
+        if logprobs:
+            body.update(logprobs=True, top_logprobs=logprobs)
         if schema is not None and self.mode == "json_schema":
             body["response_format"] = {"type": "json_schema",
                                        "json_schema": {"name": "step_labels", "schema": schema, "strict": True}}
@@ -118,11 +123,14 @@ class OpenAIBackend:
         return min(c.backoff_max_s, c.backoff_base_s * 2 ** attempt) * random.random()
 
     async def complete(self, messages: list[dict[str, Any]], *, schema: dict[str, Any] | None,
-                       max_tokens: int) -> Completion:
+                       max_tokens: int, sample: int | None = None, logprobs: int = 0) -> Completion:
+        """`sample`: the index of one of several answers drawn for this prompt (seed = seed + sample);
+        `logprobs`: ask for that many top log-probabilities per answer token."""
+        body = {"sample": sample, "logprobs": logprobs}
         attempt, last = 0, ""
         while True:
             try:
-                return await self._once(messages, schema, max_tokens)
+                return await self._once(messages, schema, max_tokens, **body)
             except _Retry as exc:
                 last = str(exc)
                 if attempt >= self.config.max_retries:
@@ -133,12 +141,13 @@ class OpenAIBackend:
                 await asyncio.sleep(wait)
 
     async def _once(self, messages: list[dict[str, Any]], schema: dict[str, Any] | None,
-                    max_tokens: int) -> Completion:
+                    max_tokens: int, **extra: Any) -> Completion:
         import httpx
 
         mode = self.mode  # concurrent requests may see the mode change while this one is in flight
         try:
-            resp = await self._client.post("/chat/completions", json=self._body(messages, schema, max_tokens))
+            resp = await self._client.post("/chat/completions",
+                                           json=self._body(messages, schema, max_tokens, **extra))
             body = resp.content  # read fully here: a truncated body raises inside the try
         except httpx.TimeoutException:
             raise _Retry(f"timed out after {self.config.timeout_s:g}s") from None
@@ -148,7 +157,7 @@ class OpenAIBackend:
         # A refused response_format is permanent whatever the status (llama-cpp-python answers it with a 500).
         text = body[:500].decode(errors="replace")
         if status >= 400 and self._downgrade(mode, status, text, schema):
-            return await self._once(messages, schema, max_tokens)
+            return await self._once(messages, schema, max_tokens, **extra)
         if status >= 400 and schema is not None and mode != "off" and "response_format" in text.lower():
             raise BackendError(f"HTTP {status}: the server refused response_format {mode!r} ({text[:300]}); "
                                "set structured to auto, json_object or off")
@@ -186,13 +195,39 @@ class OpenAIBackend:
         if not isinstance(text, str):
             raise _Retry(f"the completion content is {type(text).__name__}, not text")
         usage = data.get("usage") or {}
+        logprobs = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
         return Completion(text=text, prompt_tokens=usage.get("prompt_tokens"),
                           completion_tokens=usage.get("completion_tokens"),
-                          finish_reason=choice.get("finish_reason"))
+                          finish_reason=choice.get("finish_reason"),
+                          logprobs=logprobs if isinstance(logprobs, list) and logprobs else None)
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
 
 def build(options: dict[str, Any], ctx: CriticContext) -> OpenAIBackend:
-    return OpenAIBackend(OpenAIConfig(**options), concurrency=ctx.concurrency)
+    config = OpenAIConfig(**options)
+    probe_endpoint(config.base_url, min(3.0, config.timeout_s))
+    return OpenAIBackend(config, concurrency=ctx.concurrency)
+
+
+def probe_endpoint(base_url: str, timeout_s: float = 3.0) -> None:
+    """One short TCP connect before any call, so an unreachable endpoint fails the run in seconds instead of
+    after every call's retries (minutes). Skipped when a proxy would carry the requests (httpx honours the
+    *_PROXY variables; the proxy, not this machine, reaches the server). ValueError saying what to fix."""
+    import socket
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"base_url {base_url!r}: expected http(s)://HOST[:PORT]/v1")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if parts.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(parts.hostname):
+        return
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ValueError(f"base_url {base_url}: cannot connect to {parts.hostname}:{port} ({reason}); start the "
+                         "server or set -o base_url=http://HOST:PORT/v1") from None

@@ -7,8 +7,11 @@ A prompt is the versioned Jinja template `prompts/v1.jinja` (or the user's `--pr
             clipped head + tail to `observation_tokens` with a marked cut
   digest    one short line per earlier step (windows after the first), so each window knows what came before
   first, last, total, numbers   the window's step numbers and the trajectory's step count
-It is sent as a single user message. `prompt_hash` (recorded with every label) covers the template text and the
-rendering options, since both change what the critic sees.
+  evidence  list of {name, text}: the hindsight sections this trajectory has (tests, diff, reference; see
+            srft.critic.evidence), each clipped to its budget; the template's rubric says how to use each
+It is sent as a single user message. `prompt_hash` (recorded with every label) covers the template text, the
+rendering options and the evidence (sections, budgets, the reference file's sha256), since all change what the
+critic sees.
 
 Windows: steps are packed greedily into windows whose prompt plus answer budget fits `context_tokens`; each step
 is in exactly one window. A step too large to fit alone has its thought/action clipped too (counted).
@@ -19,17 +22,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from srft.critic import labelled_steps
+from srft.critic.evidence import EVIDENCE, Reference, Section, load_reference, sections
 from srft.model import LABELS, Step, Trajectory
 
-BUILTIN_TEMPLATE = "v1.jinja"
+BUILTIN_TEMPLATE = "v2.jinja"
+Evidence = Literal["tests", "diff", "reference"]
 CUT_MARK = "\n[... {n} tokens cut ...]\n"
 STEP_OVERHEAD_TOKENS = 24  # "### Step n", the Thought/Action/Observation headers, blank lines
 
@@ -54,6 +59,33 @@ class PromptConfig(BaseModel):
                                                         "(see srft.critic.parse.answer_schema)")
     tokenizer: str | None = Field(None, description="tokenizer.json (or its folder) for budgets; None = estimate")
     chars_per_token: float = Field(3.2, gt=0, description="estimate used without a tokenizer (3.2 errs high)")
+    evidence: list[Evidence] | None = Field(None, description="hindsight sections; None = tests and diff where a "
+                                            "trajectory has them, plus reference when `reference` is set")
+    reference: str | None = Field(None, description="reference fixes: JSONL/Parquet rows with instance_id, patch "
+                                  "(and optionally FAIL_TO_PASS/PASS_TO_PASS)")
+    reference_unknown: Literal["error", "ignore"] = Field(
+        "error", description="reference rows naming instances the store lacks: error, or ignore (a whole split)")
+    tests_tokens: int = Field(384, ge=32, description="budget of the per-test results section")
+    diff_tokens: int = Field(1024, ge=32, description="budget of the final patch section (head + tail kept)")
+    reference_tokens: int = Field(1024, ge=32, description="budget of the reference fix section")
+
+    @model_validator(mode="after")
+    def _reference(self) -> PromptConfig:
+        if self.evidence is not None and "reference" in self.evidence and self.reference is None:
+            raise ValueError("evidence 'reference' needs a reference file (--reference FILE)")
+        if self.evidence is not None and "reference" not in self.evidence and self.reference is not None:
+            raise ValueError(f"a reference file is given but evidence {','.join(self.evidence) or '(none)'} leaves "
+                             "it out: add reference to the evidence")
+        return self
+
+    def sections(self) -> tuple[str, ...]:
+        """The evidence sections asked for, in prompt order."""
+        if self.evidence is None:
+            return ("tests", "diff") + (("reference",) if self.reference else ())
+        return tuple(e for e in EVIDENCE if e in self.evidence)
+
+    def budgets(self) -> dict[str, int]:
+        return {"tests": self.tests_tokens, "diff": self.diff_tokens, "reference": self.reference_tokens}
 
 
 class TokenCounter:
@@ -66,7 +98,12 @@ class TokenCounter:
             from tokenizers import Tokenizer
 
             path = Path(tokenizer)
-            self._tok = Tokenizer.from_file(str(path / "tokenizer.json" if path.is_dir() else path))
+            file = path / "tokenizer.json" if path.is_dir() else path
+            try:  # tokenizers raises a bare Exception for a missing or unreadable file
+                self._tok = Tokenizer.from_file(str(file))
+            except Exception as exc:
+                raise ValueError(f"--tokenizer {tokenizer}: cannot load {file} ({exc}); give a tokenizer.json or "
+                                 "the folder holding it") from None
 
     def count(self, text: str) -> int:
         if not text:
@@ -111,6 +148,18 @@ class Window:
     prompt_tokens: int  # our estimate (the server's count is what gets reported)
     max_tokens: int  # answer budget
     clipped_steps: int = 0  # steps whose thought/action had to be clipped to fit
+    evidence: list[Section] = field(default_factory=list)  # the hindsight sections in this prompt
+
+
+@dataclass
+class Plan:
+    """What every window of one trajectory shares: the clipped task, the evidence, one view per labelled step
+    and each step's token cost in the prompt."""
+
+    task: str
+    evidence: list[Section]
+    views: list[dict[str, Any]]
+    costs: list[int]
 
 
 def load_template(path: str | None) -> tuple[str, str]:
@@ -148,7 +197,11 @@ class PromptBuilder:
         except jinja2.TemplateSyntaxError as exc:
             raise ValueError(f"prompt template {self.template_name}:{exc.lineno}: {exc.message}") from exc
         self.counter = TokenCounter(self.config.tokenizer, self.config.chars_per_token)
-        options = self.config.model_dump(exclude={"template", "tokenizer", "chars_per_token"})
+        self.reference: Reference | None = load_reference(self.config.reference) if self.config.reference else None
+        self.sections = self.config.sections()
+        options = self.config.model_dump(exclude={"template", "tokenizer", "chars_per_token", "reference",
+                                                  "reference_unknown"})
+        options.update(evidence=list(self.sections), reference=self.reference.sha256 if self.reference else None)
         digest = hashlib.sha256((self.template_text + "\n" + json.dumps(options, sort_keys=True)).encode())
         self.prompt_hash = digest.hexdigest()[:16]
 
@@ -184,38 +237,39 @@ class PromptBuilder:
             used += cost
         return list(reversed(kept))
 
-    def _render(self, traj: Trajectory, task: str, views: list[dict[str, Any]], digest: list[str],
-                total: int) -> str:
+    def _render(self, traj: Trajectory, plan: Plan, views: list[dict[str, Any]], digest: list[str]) -> str:
         numbers = [v["number"] for v in views]
         return self._template.render(
-            task=task, outcome=outcome_text(traj) if self.config.show_outcome else None, steps=views,
+            task=plan.task, outcome=outcome_text(traj) if self.config.show_outcome else None, steps=views,
             digest=digest, first=numbers[0] if numbers else 0, last=numbers[-1] if numbers else 0,
-            numbers=numbers, total=total, labels=LABELS)
+            numbers=numbers, total=len(plan.views), labels=LABELS,
+            evidence=[{"name": e.name, "text": e.text} for e in plan.evidence])
 
     def answer_budget(self, n_steps: int) -> int:
         return self.config.answer_overhead_tokens + self.config.answer_tokens_per_step * n_steps
 
     # -- windows -------------------------------------------------------------------------------------
-    def plan(self, traj: Trajectory) -> tuple[str, list[dict[str, Any]], list[int]]:
-        """(clipped task, one view per labelled step, each step's token cost in the prompt)."""
+    def plan(self, traj: Trajectory) -> Plan:
+        """The clipped task, the evidence, one view per labelled step and each step's token cost."""
         count = self.counter.count
         task = self.counter.clip(traj.task().strip(), self.config.task_tokens)[0]
+        evidence = sections(traj, self.sections, self.config.budgets(), self.counter, self.reference)
         numbers = set(labelled_steps(traj))
         views = [self._step_view(traj, s) for s in traj.steps if s.number in numbers]
         costs = [STEP_OVERHEAD_TOKENS + count(v["thought"]) + count(v["action"]) + count(v["observation"])
                  for v in views]
-        return task, views, costs
+        return Plan(task, evidence, views, costs)
 
-    def windows(self, traj: Trajectory, plan: tuple[str, list[dict[str, Any]], list[int]] | None = None
-                ) -> list[Window]:
+    def windows(self, traj: Trajectory, plan: Plan | None = None) -> list[Window]:
         """Split the labelled steps of `traj` into windows that fit the context; each step in exactly one."""
         cfg, count = self.config, self.counter.count
-        task, views, costs = plan or self.plan(traj)
+        plan = plan or self.plan(traj)
+        views, costs = plan.views, plan.costs
         groups: list[list[int]] = []  # indices into views
         i = 0
         while i < len(views):
             digest = self._digest(views[:i]) if i else []
-            fixed = count(self._render(traj, task, [], digest, len(views)))
+            fixed = count(self._render(traj, plan, [], digest))
             room = cfg.context_tokens - fixed
             group, used = [i], costs[i] + cfg.answer_tokens_per_step + cfg.answer_overhead_tokens
             while (i + len(group) < len(views) and used + costs[i + len(group)] + cfg.answer_tokens_per_step <= room
@@ -224,14 +278,13 @@ class PromptBuilder:
                 group.append(i + len(group))
             groups.append(group)
             i += len(group)
-        return [self._window(traj, task, views, g, k) for k, g in enumerate(groups)]
+        return [self._window(traj, plan, g, k) for k, g in enumerate(groups)]
 
-    def _window(self, traj: Trajectory, task: str, views: list[dict[str, Any]], group: list[int],
-                index: int) -> Window:
-        cfg = self.config
+    def _window(self, traj: Trajectory, plan: Plan, group: list[int], index: int) -> Window:
+        cfg, views = self.config, plan.views
         digest = self._digest(views[:group[0]]) if group[0] else []
         chosen = [dict(views[j]) for j in group]
-        text = self._render(traj, task, chosen, digest, len(views))
+        text = self._render(traj, plan, chosen, digest)
         clipped, tokens = 0, self.counter.count(text)
         over = tokens + self.answer_budget(len(chosen)) - cfg.context_tokens
         if over > 0 and len(chosen) == 1:  # one step larger than the whole context: clip its thought/action
@@ -241,11 +294,11 @@ class PromptBuilder:
                 view[key] = self.counter.clip(view[key], max(size - over, 64))[0]
                 over -= size - self.counter.count(view[key])
             clipped = 1
-            text = self._render(traj, task, chosen, digest, len(views))
+            text = self._render(traj, plan, chosen, digest)
             tokens = self.counter.count(text)
         return Window(index=index, numbers=[v["number"] for v in chosen],
                       messages=[{"role": "user", "content": text}], prompt_tokens=tokens,
-                      max_tokens=self.answer_budget(len(chosen)), clipped_steps=clipped)
+                      max_tokens=self.answer_budget(len(chosen)), clipped_steps=clipped, evidence=plan.evidence)
 
     def reask(self, window: Window, answer: str, error: str) -> list[dict[str, Any]]:
         """The one repair turn: the original prompt, the bad answer, and the error quoted back."""

@@ -49,9 +49,14 @@ def check_row(row: dict[str, Any]) -> list[str]:
     if len(ids) != len(labels) or (weights is not None and len(weights) != len(ids)):
         return [f"lengths differ: input_ids {len(ids)}, labels {len(labels)}"
                 + ("" if weights is None else f", loss_weights {len(weights)}")]
+    spans, step_labels = row.get("step_spans") or [], row.get("step_labels")
+    if step_labels is not None and len(step_labels) != len(spans):
+        problems.append(f"step_labels has {len(step_labels)} entries for {len(spans)} step spans")
+    problems += [f"unknown step label {x!r}" for x in sorted({str(x) for x in step_labels or []
+                                                                if x is not None and x not in COLOURS})]
     trained = [False] * len(ids)
     prev_end = 0
-    for span in row["step_spans"]:
+    for span in spans:
         s, e, w = span["start"], span["end"], span["weight"]
         if not prev_end <= s <= e <= len(ids):
             problems.append(f"step {span['step']}: span [{s}, {e}) out of order or bounds")
@@ -74,12 +79,14 @@ def audit(build_dir: str | Path, sample: int = 0, tokenizer: str | None = None) 
     ds, build_report = load(build_dir)
     if not 0 <= sample < max(len(ds), 1) or len(ds) == 0:
         raise AuditError(f"--sample {sample}: the dataset has {len(ds)} samples (0..{len(ds) - 1})")
+    if tokenizer is not None:
+        check_tokenizer(tokenizer, build_report, ds)
     trained_by_label: Counter = Counter()
     masked_by_label: Counter = Counter()
     problems: list[str] = []
     bad_rows = 0
     for i, row in enumerate(ds):
-        for span, label in zip(row["step_spans"], row["step_labels"]):
+        for span, label in labelled_spans(row):
             key = label or "unlabelled"
             (trained_by_label if span["weight"] > 0 else masked_by_label)[key] += span["end"] - span["start"]
         found = check_row(row)
@@ -93,11 +100,34 @@ def audit(build_dir: str | Path, sample: int = 0, tokenizer: str | None = None) 
             "sample": _show(ds[sample], sample, tok_path)}
 
 
+def labelled_spans(row: dict[str, Any]) -> list[tuple[dict[str, Any], str | None]]:
+    """(span, label) pairs; a null or short step_labels column (e.g. edited by hand) reads as unlabelled."""
+    spans = row.get("step_spans") or []
+    labels = list(row.get("step_labels") or [])
+    return list(zip(spans, labels + [None] * (len(spans) - len(labels))))
+
+
+def check_tokenizer(path: str, build_report: dict[str, Any], ds) -> None:
+    """An explicit --tokenizer must be the build's: another model's would decode garbage without a warning."""
+    from srft.dataset.render import TemplateError, load_tokenizer
+    from srft.dataset.vocab import max_token_id, tokenizer_facts, tokenizer_problems
+
+    try:
+        tok = load_tokenizer(path)
+    except (TemplateError, OSError, ValueError) as exc:
+        raise AuditError(f"--tokenizer {path}: cannot load it ({exc})") from None
+    recorded = build_report.get("vocab") or {}
+    top = recorded["max_token_id"] if "max_token_id" in recorded else max_token_id(ds)
+    problems = tokenizer_problems(recorded.get("tokenizer"), tokenizer_facts(tok), top, f"--tokenizer {path}")
+    if problems:
+        raise AuditError(problems[0] + "; leave --tokenizer out to decode with the build's own")
+
+
 def _show(row: dict[str, Any], index: int, tok_path: str | None) -> dict[str, Any]:
     """Row `index` as runs of text: [{text, trained, step, label, weight}] (text decoded with the tokenizer)."""
     pieces, decoded = _pieces(row["input_ids"], tok_path)
     span_of: dict[int, tuple[dict, str | None]] = {}
-    for span, label in zip(row["step_spans"], row["step_labels"]):
+    for span, label in labelled_spans(row):
         for t in range(span["start"], span["end"]):
             span_of[t] = (span, label)
     runs: list[dict[str, Any]] = []
@@ -146,7 +176,7 @@ def rich_text(sample: dict[str, Any]):
     out = Text()
     for run in sample["runs"]:
         if run["trained"]:
-            style = RICH[run["label"]]
+            style = RICH.get(run["label"], RICH["unlabelled"])
         elif run["step"] is not None:
             style = "dim strike"
         else:
@@ -163,7 +193,8 @@ def html_page(report: dict[str, Any]) -> str:
         text = html.escape(run["text"])
         if run["trained"]:
             title = html.escape(f"step {run['step']}: {run['label']} (weight {run['weight']:g})")
-            spans.append(f'<span class="t {run["label"]}" title="{title}">{text}</span>')
+            css_class = run["label"] if run["label"] in COLOURS else "unlabelled"
+            spans.append(f'<span class="t {css_class}" title="{title}">{text}</span>')
         elif run["step"] is not None:
             title = html.escape(f"step {run['step']}: {run['label']}, masked")
             spans.append(f'<span class="m" title="{title}">{text}</span>')

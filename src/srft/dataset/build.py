@@ -27,7 +27,9 @@ from srft.io import atomic_path, atomic_write_json, read_trajectories, sha256_fi
 from srft.labels import apply_labels, read_labels
 from srft.dataset.exports import longest
 from srft.dataset.masks import MaskConfig, build_samples
-from srft.policy import PolicyConfig, apply_policy
+from srft.dataset.vocab import max_token_id, tokenizer_facts
+from srft.policy import PolicyConfig, apply_policy, get_policy
+from srft.registry import RegistryError
 from srft.dataset.render import Renderer, TemplateError, load_tokenizer
 
 COLUMNS = ("input_ids", "labels", "loss_weights", "trajectory_id", "instance_id", "resolved", "policy",
@@ -96,9 +98,13 @@ def run_build(data_dir: str | Path, out_dir: str | Path, config: BuildConfig | N
         progress(len(used), len(used), "saving")
         metas = mapped["_meta"]
         report = _report(metas, policy_report, renderer, config, data_dir, annotations, len(trajectories))
+        if config.policy.confidence_weights and not policy_report.counts["confidence_weighted_steps"]:
+            report["warnings"].append("confidence weights: no label carries votes or probabilities (annotate with "
+                                      "--samples K, --confidence logprobs or an ensemble); every weight is hard")
         keep = [i for i, m in enumerate(metas) if "drop" not in json.loads(m)]
         final = _save(mapped, keep, out_dir / "dataset", config, _fingerprint(report))
         report["longest_sample"] = longest(final)
+        report["vocab"] = {"tokenizer": tokenizer_facts(renderer.tok), "max_token_id": max_token_id(final)}
         all_messages = mapped.select_columns(["_messages"])["_messages"]
         messages = [all_messages[i] for i in keep]
         report["exports"] = _export(final, messages, used, renderer, config, out_dir)
@@ -107,6 +113,14 @@ def run_build(data_dir: str | Path, out_dir: str | Path, config: BuildConfig | N
     report["warnings"] += [w for e in report["exports"].values() for w in e.get("warnings", [])]
     atomic_write_json(out_dir / "build_report.json", report)
     return report
+
+
+def build_ok(report: dict[str, Any]) -> bool:
+    """Full success: samples were made, every trained step was located, and no trajectory hit a chat-template
+    or end-of-turn error (those mean the masks cannot be trusted for this tokenizer)."""
+    broken = report["other_counts"].get("unlocated_trained_steps", 0) or any(
+        r.startswith(("template_error", "end_of_turn")) for r in report["drop_reasons"])
+    return report["samples"] > 0 and not broken
 
 
 def _validate(data_dir, annotations, config: BuildConfig) -> Renderer:
@@ -124,6 +138,10 @@ def _validate(data_dir, annotations, config: BuildConfig) -> Renderer:
     unknown = [e for e in config.exports if e not in EXPORTERS]
     if unknown:
         problems.append(f"unknown export(s) {unknown}; known: {', '.join(sorted(EXPORTERS))}")
+    try:
+        get_policy(config.policy.name)
+    except RegistryError as exc:
+        problems.append(f"--policy {config.policy.name}: {exc}")
     renderer = None
     try:
         renderer = Renderer(load_tokenizer(config.tokenizer), config.masks.chat_template_kwargs)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from srft.formats._common import FormatError, RecordContext
-from srft.formats._files import (FileProblem, companion_kind, iter_jsonl, load_json_doc, parquet_rows, row_sha256,
+from srft.formats._files import (FileProblem, companion_kind, jsonl_rows, load_json_doc, parquet_rows, row_sha256,
                                  stem_of)
 from srft.formats.outcomes import OutcomeReport, detect_outcome_obj, report_from_obj
 from srft.model import Trajectory
@@ -197,7 +197,7 @@ def _scan_document(path: Path, label: str, fmt: str | None) -> Iterator[Item]:
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    for lineno, row in iter_jsonl(path):
+    for lineno, row in jsonl_rows(path):
         yield lineno, row
 
 

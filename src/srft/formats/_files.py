@@ -90,7 +90,7 @@ def load_json_doc(path: Path) -> tuple[Any, str]:
     return value, hashlib.sha256(data).hexdigest()
 
 
-def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | FileProblem]]:
+def jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | FileProblem]]:
     """(line number from 1, row or the problem with that line); a bad line never stops the file."""
     try:
         fh = open(path, "rb")

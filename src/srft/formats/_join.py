@@ -89,6 +89,8 @@ class OutcomeIndex:
             return traj.model_copy(update={"outcome": from_reports})
         if from_reports.resolved is None or from_reports.resolved == row.resolved:
             self.counts["from_rows"] += 1
+            if row.tests is None and from_reports.tests is not None and from_reports.resolved is not None:
+                return traj.model_copy(update={"outcome": row.model_copy(update={"tests": from_reports.tests})})
             return traj
         kept = from_reports if self.override else row
         self._conflict(traj, {row.source: row.status, **{p: o.status for p, o in found}}, kept.source)
@@ -110,7 +112,10 @@ class OutcomeIndex:
         detail = best.detail
         if others:
             detail = "; ".join(filter(None, [detail, "agrees: " + ", ".join(others)]))
-        return best.model_copy(update={"source": path, "detail": detail})
+        # a run summary lists ids only; an agreeing per-instance report.json keeps the per-test results
+        tests = best.tests if best.tests is not None else next(
+            (o.tests for _, o in sorted(found, key=lambda f: f[0]) if o.tests is not None), None)
+        return best.model_copy(update={"source": path, "detail": detail, "tests": tests})
 
     def _conflict(self, traj: Trajectory, statuses: dict[str | None, str], kept: str | None) -> None:
         self.conflicts.append({"trajectory_id": traj.id, "instance_id": traj.instance_id,

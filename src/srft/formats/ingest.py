@@ -50,12 +50,13 @@ class IngestResult:
 
 
 def read_instance_ids(path: str | os.PathLike) -> set[str]:
-    """One instance id per line; blank lines and `#` comments ignored."""
+    """The ids of an instance-id list (`srft.config.read_instance_ids`: one per line or a JSON list)."""
+    from srft.config import read_instance_ids as read_ids
+
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise IngestError(f"--exclude-instances {path}: cannot read ({exc})") from exc
-    return {line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")}
+        return set(read_ids(path, "--exclude-instances"))
+    except ValueError as exc:
+        raise IngestError(str(exc)) from exc
 
 
 @dataclass
@@ -65,7 +66,7 @@ class _Entry:
 
 
 @dataclass
-class _Run:
+class _IngestJob:
     paths: list[Path]
     outcomes: list[Path]
     exclude: set[str] | None
@@ -285,9 +286,9 @@ class _Stored:
 
 def _make_run(paths: Iterable[str | os.PathLike], outcomes: Iterable[str | os.PathLike],
               exclude_instances: str | os.PathLike | None, outcomes_override: bool, fmt: str | None,
-              on_progress: Progress | None) -> _Run:
+              on_progress: Progress | None) -> _IngestJob:
     exclude = None if exclude_instances is None else read_instance_ids(exclude_instances)
-    return _Run([Path(p) for p in paths], [Path(p) for p in outcomes], exclude, outcomes_override, fmt,
+    return _IngestJob([Path(p) for p in paths], [Path(p) for p in outcomes], exclude, outcomes_override, fmt,
                 on_progress)
 
 
@@ -309,11 +310,10 @@ def run_ingest(paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike, *
     """Stream the inputs into `out_dir/trajectories.parquet` (sorted by id, bounded memory) and write
     `out_dir/ingest_report.json`; both atomically. The result's `.trajectories` is empty (they are on disk)."""
     from srft.formats._spill import SortedSpill
-    from srft.io import atomic_write_json, write_trajectories
+    from srft.io import atomic_write_json, make_out_dir, write_trajectories
 
     run = _make_run(paths, outcomes, exclude_instances, outcomes_override, fmt, on_progress)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_out_dir(out_dir)
     spill = SortedSpill(directory=out)
     try:
         for traj in run.collect():

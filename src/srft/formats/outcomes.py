@@ -27,7 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from srft.formats._files import json_error
-from srft.model import Outcome, OutcomeStatus
+from srft.model import Outcome, OutcomeStatus, TestResult
 
 OutcomeKind = Literal["harness_summary", "instance_reports", "openhands_md"]
 
@@ -280,6 +280,24 @@ def _instance_status(report: dict[str, Any]) -> OutcomeStatus:
     return "unresolved"
 
 
+TEST_GROUPS = ("FAIL_TO_PASS", "PASS_TO_PASS", "FAIL_TO_FAIL", "PASS_TO_FAIL")
+
+
+def _tests(status: Any) -> list[TestResult] | None:
+    """`tests_status` {group: {success: [...], failure: [...]}} -> one TestResult per test (None when absent)."""
+    if not isinstance(status, dict):
+        return None
+    out = []
+    for group in TEST_GROUPS:
+        lists = status.get(group)
+        if not isinstance(lists, dict):
+            continue
+        for key, passed in (("success", True), ("failure", False)):
+            out += [TestResult(name=name, group=group, passed=passed) for name in lists.get(key) or []
+                    if isinstance(name, str)]
+    return out
+
+
 def _from_instance_report(obj: dict[str, Any], path: Path) -> OutcomeReport:
     if isinstance(obj.get("resolved"), bool):  # flat: the instance id is the enclosing folder's name
         entries = {path.parent.name: obj}
@@ -289,7 +307,8 @@ def _from_instance_report(obj: dict[str, Any], path: Path) -> OutcomeReport:
     for iid, report in sorted(entries.items()):
         if not isinstance(report, dict) or not isinstance(report.get("resolved"), bool):
             raise OutcomeFileError(f"{path}: entry {iid!r} has no boolean 'resolved'")
-        outcomes[iid] = Outcome.from_status(_instance_status(report), str(path))
+        outcome = Outcome.from_status(_instance_status(report), str(path))
+        outcomes[iid] = outcome.model_copy(update={"tests": _tests(report.get("tests_status"))})
     return OutcomeReport(kind="instance_reports", path=str(path), run_id=run_id_from_name(path, "instance_reports"),
                          outcomes=outcomes)
 

@@ -22,10 +22,15 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
+from typing import Any
 
+from srft.lab.config import LabConfig, Schedule
 from srft.lab.env import LabEnv
-from srft.lab.tasks import VALUE_RANGE, Task
-from srft.lab.teacher import TeacherStep, episode_messages
+from srft.lab.tasks import VALUE_RANGE, Task, make_tasks
+from srft.lab.teacher import TeacherEpisode, TeacherStep, episode_messages
+from srft.lab.tokenizer import render_texts
+from srft.dataset.masks import IGNORE_INDEX
 from srft.model import Message
 
 
@@ -66,5 +71,66 @@ def induction_rows(vocab: list[int], n: int, length: int = 40, seed: int = 0) ->
     rows = []
     for _ in range(n):
         block = [rng.choice(vocab) for _ in range(length)]
-        rows.append({"input_ids": block + block, "labels": [-100] * length + block})
+        rows.append({"input_ids": block + block, "labels": [IGNORE_INDEX] * length + block})
     return rows
+
+
+# -- the student: tokenizer, then the base model --------------------------------------------------------------
+
+def pretrain_conversations(config: LabConfig) -> list[list[Message]]:
+    """The base model's instruction episodes on the pretraining tasks."""
+    tasks = make_tasks("pretrain", config.tasks.pretrain, config.tasks.mix, seed=config.seed)
+    return [instruction_episode(t, seed=config.seed, max_steps=config.max_steps) for t in tasks]
+
+
+def train_lab_tokenizer(config: LabConfig, episodes: list[TeacherEpisode], out_dir: Path) -> dict[str, Any]:
+    """BPE on the lab's own text (teacher + pretraining conversations) with the ChatML tool template."""
+    from srft.lab.tokenizer import train_tokenizer
+
+    texts = render_texts([ep.messages for ep in episodes] + pretrain_conversations(config))
+    tok = train_tokenizer(texts, out_dir, vocab_size=config.student.vocab_size)
+    return {"vocab_size": len(tok), "texts": len(texts)}
+
+
+def train_base(config: LabConfig, tok_dir: Path, out: Path, callbacks: list | None = None) -> dict[str, Any]:
+    """Random init -> induction warm-up -> pretraining on every token of instruction episodes; the base student
+    ends in `out/model` (`out/init`, `out/warm` and the two data sets are intermediate)."""
+    from transformers import AutoTokenizer
+
+    from srft.lab.data import write_pretrain_dataset
+    from srft.train.models import InitConfig, init_model
+    from srft.train.run import run_train
+
+    c = config
+    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+    init = InitConfig(arch=c.student.arch, preset=c.student.preset, overrides=c.student.overrides,
+                      max_position_embeddings=max(2048, c.max_length), seed=c.seed)
+    info = init_model(tok_dir, out / "init", init)
+    special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
+    vocab = [i for i in range(len(tokenizer)) if i not in special]
+    warm_rows = induction_rows(vocab, c.induction.max_steps * c.induction.batch_size, seed=c.seed)
+    warm_data = write_pretrain_dataset(warm_rows, out / "induction")
+    warm = run_train(out / "induction", out / "warm", _train_config(out / "init", c.induction, c.seed, c.max_length),
+                     callbacks=callbacks or ())
+    texts = render_texts(pretrain_conversations(c))
+    rows = [{"input_ids": ids, "labels": list(ids)}  # every token trained
+            for ids in (tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts)]
+    data = write_pretrain_dataset(rows, out / "pretrain")
+    report = run_train(out / "pretrain", out / "model", _train_config(out / "warm", c.pretrain, c.seed, c.max_length),
+                       callbacks=callbacks or ())
+    return {"parameters": info["parameters"], "induction_data": warm_data, "induction": train_summary(warm),
+            "pretrain_data": data, "train": train_summary(report)}
+
+
+def _train_config(model: Path, schedule: Schedule, seed: int, max_length: int):
+    from srft.train.config import TrainConfig
+
+    return TrainConfig(model=str(model), method="full", max_steps=schedule.max_steps, batch_size=schedule.batch_size,
+                       lr=schedule.lr, lr_scheduler=schedule.scheduler, warmup_ratio=schedule.warmup_ratio, seed=seed,
+                       max_length=max_length)
+
+
+def train_summary(report: dict[str, Any]) -> dict[str, Any]:
+    keys = ("steps", "epochs", "tokens_seen", "trained_tokens", "train_seconds", "tokens_per_s", "first_loss",
+            "final_loss", "peak_rss_mb")
+    return {k: report.get(k) for k in keys}

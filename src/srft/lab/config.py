@@ -10,7 +10,7 @@ rft repeats its smaller set more often instead.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -60,6 +60,8 @@ class Arm(_Model):
     policy: PolicyConfig = Field(default_factory=PolicyConfig, description="srft.policy configuration")
     labels: LabelSource = Field("none", description="none | oracle | critic (heuristic) | flip (oracle at rate q)")
     q: float | None = Field(None, ge=0, le=1, description="flip rate of the oracle labels (labels=flip)")
+    votes: Literal["informative", "uninformative"] | None = Field(
+        None, description="labels=flip: simulated votes whose confidence is (or is not) low where labels are wrong")
     role: str = Field("", description="what the arm shows, for the report")
 
 
@@ -79,9 +81,11 @@ class LabConfig(_Model):
                                description="each arm's fine-tuning from the base (equal steps for every arm)")
     seeds: list[int] = Field([0, 1], min_length=1, description="training seeds per arm")
     noise: list[float] = Field([0.1, 0.25, 0.5], description="oracle label flip rates q for the critic-noise sweep")
-    arms: list[str] = Field(default_factory=lambda: list(ARM_NAMES),
+    confidence_q: float = Field(0.25, gt=0, lt=0.5, description="error rate of the critics of srft-confidence")
+    arms: list[str] = Field(default_factory=lambda: list(DEFAULT_ARMS),
                             description="arms to run (sft rft srft-oracle srft-critic srft-noise prefix random "
-                                        "mistakes-only); srft-noise expands to one arm per q")
+                                        "mistakes-only, and srft-confidence on request); srft-noise expands to one "
+                                        "arm per q, srft-confidence to srft-hard, srft-soft, srft-soft-flat")
     max_steps: int = Field(16, ge=4, description="actions per episode for the teacher and the students")
     max_length: int = Field(2048, ge=64, description="longest training sample in tokens (longer: dropped)")
     eval_batch: int = Field(64, ge=1, description="episodes decoded together")
@@ -107,7 +111,8 @@ class LabConfig(_Model):
         return self
 
 
-ARM_NAMES = ("sft", "rft", "srft-oracle", "srft-critic", "srft-noise", "prefix", "random", "mistakes-only")
+DEFAULT_ARMS = ("sft", "rft", "srft-oracle", "srft-critic", "srft-noise", "prefix", "random", "mistakes-only")
+ARM_NAMES = (*DEFAULT_ARMS, "srft-confidence")
 
 
 def arms(config: LabConfig) -> list[Arm]:
@@ -118,9 +123,23 @@ def arms(config: LabConfig) -> list[Arm]:
             out += [Arm(name=f"srft-q{q:g}", policy=PolicyConfig(name="srft"), labels="flip", q=q,
                         role=f"srft with oracle labels flipped at rate q={q:g} (critic noise)")
                     for q in sorted(config.noise)]
+        elif name == "srft-confidence":
+            out += confidence_arms(config.confidence_q)
         else:
             out.append(_ARMS[name])
     return out
+
+
+def confidence_arms(q: float) -> list[Arm]:
+    """What a critic's confidence buys at one error rate q: the same flipped labels trained hard, or weighted by
+    simulated votes whose confidence is informative (errors on unsure steps) or not (srft.lab.data.vote_labels)."""
+    soft = PolicyConfig(name="srft", confidence_weights=True)
+    return [Arm(name="srft-hard", policy=PolicyConfig(name="srft"), labels="flip", q=q,
+                role=f"srft with oracle labels flipped at q={q:g}, hard masks"),
+            Arm(name="srft-soft", policy=soft, labels="flip", q=q, votes="informative",
+                role=f"the same labels, weighted by votes whose confidence is low where they are wrong (q={q:g})"),
+            Arm(name="srft-soft-flat", policy=soft, labels="flip", q=q, votes="uninformative",
+                role=f"the same labels, weighted by votes whose confidence says nothing (q={q:g})")]
 
 
 _ARMS = {
@@ -166,20 +185,34 @@ def preset_config(name: str, **overrides) -> LabConfig:
 
 
 def apply_sets(config: LabConfig, sets: list[str]) -> LabConfig:
-    """`key.sub=value` overrides (values parsed as YAML: 200, [0, 1], {easy: 1}); an unknown key is an error
-    that names it (the model forbids extra fields)."""
-    import yaml
+    """`key.sub=value` overrides (`srft.config`: values parsed as YAML, 200, 1e-3, [0, 1], {easy: 1}); an
+    unknown key is an error that names it (the model forbids extra fields)."""
+    from srft.config import apply_overrides, validate
 
-    data = config.model_dump()
-    for item in sets:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. finetune.max_steps=200")
-        *parents, leaf = key.strip().split(".")
-        node = data
-        for part in parents:
-            if not isinstance(node.get(part), dict):
-                raise ValueError(f"--set {item!r}: {part!r} is not a section of the lab config")
-            node = node[part]
-        node[leaf] = yaml.safe_load(raw)
-    return LabConfig.model_validate(data)
+    return validate(LabConfig, apply_overrides(config.model_dump(), sets, option="--set"))
+
+
+def recipe_defaults(config: LabConfig) -> dict[str, dict[str, Any]]:
+    """The `srft run` recipe sections (plain dicts) a lab run means: every arm as a policy, the fine-tuning
+    schedule, rollouts on the held-out tasks as the evaluation, paired statistics against rft. `srft lab` runs
+    exactly this; in a recipe with a `lab:` section, every key the recipe sets wins over these."""
+    c, tune = config, config.finetune
+    return {
+        "run": {"threads": c.threads, "workers": c.workers},
+        "annotate": {"critic": {"name": "heuristic"}, "only": "unresolved"},
+        "build": {"policies": {arm.name: _arm_policy(arm, c.seed) for arm in arms(c)}, "max_length": c.max_length,
+                  "truncation": "drop"},
+        "train": {"method": "full", "max_steps": tune.max_steps, "batch_size": tune.batch_size, "lr": tune.lr,
+                  "lr_scheduler": tune.scheduler, "warmup_ratio": tune.warmup_ratio, "max_length": c.max_length,
+                  "seeds": list(c.seeds)},
+        "evaluate": {"lab": True},
+        "compare": {"baseline": "rft", "n_boot": c.n_boot, "seed": c.seed, "two_level": len(c.seeds) > 1},
+    }
+
+
+def _arm_policy(arm: Arm, seed: int) -> dict[str, Any]:
+    """An arm as a recipe policy: its policy config plus where its labels come from (oracle = the gold labels)."""
+    source = {"none": {}, "oracle": {"labels": "gold"}, "critic": {"labels": "critic"},
+              "flip": {"labels": "gold", "flip": arm.q, "flip_seed": seed,
+                       **({"flip_confidence": arm.votes} if arm.votes else {})}}[arm.labels]
+    return {**arm.policy.model_dump(mode="json", exclude_defaults=True), "name": arm.policy.name, **source}

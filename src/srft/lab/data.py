@@ -4,8 +4,9 @@
   `resolved`, `model`, `metadata`), one JSON object per line; `srft ingest` reads them like any user's file.
 - Oracle step labels: a `srft.labels` file (source `oracle`), keyed by the trajectory ids `srft ingest`
   derived from the content, matched back to the teacher's episodes by instance id.
-- Noisy oracle labels for the critic-noise sweep (`flip_labels`), and per-instance 0/1 outcome tables that
-  `srft compare` reads (one column per policy and training seed).
+- Noisy oracle labels for the critic-noise sweep (`flip_labels`), the same with simulated votes whose confidence
+  is or is not informative (`vote_labels`), and per-instance 0/1 outcome tables that `srft compare` reads (one
+  column per policy and training seed).
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from srft.dataset.masks import IGNORE_INDEX
 from srft.io import atomic_write_text, write_jsonl
 from srft.labels import StepLabel
+from srft.lab.config import LabConfig
 from srft.lab.env import TOOLS
-from srft.lab.teacher import TEACHER_MODEL, Episode
+from srft.lab.tasks import make_tasks
+from srft.lab.teacher import TEACHER_MODEL, TeacherEpisode, teach
 from srft.model import Message, Trajectory
 
 ORACLE = "oracle"
@@ -31,6 +35,12 @@ class LabDataError(ValueError):
     """Ingested trajectories that do not match the episodes the lab wrote (names every mismatch)."""
 
 
+def teacher_episodes(config: LabConfig) -> list[TeacherEpisode]:
+    """The teacher's episodes on the training tasks (deterministic: regenerated where needed, never stored twice)."""
+    tasks = make_tasks("train", config.tasks.train, config.tasks.mix, seed=config.seed)
+    return [teach(t, config.teacher, seed=config.seed) for t in tasks]
+
+
 def chat_record(instance_id: str, messages: list[Message], resolved: bool, *, model: str,
                 metadata: dict[str, Any]) -> dict[str, Any]:
     """One generic OpenAI chat row, as `srft.formats.openai_chat` reads it."""
@@ -38,18 +48,18 @@ def chat_record(instance_id: str, messages: list[Message], resolved: bool, *, mo
             "resolved": resolved, "model": model, "metadata": metadata}
 
 
-def teacher_record(ep: Episode) -> dict[str, Any]:
+def teacher_record(ep: TeacherEpisode) -> dict[str, Any]:
     return chat_record(ep.task.instance_id, ep.messages, ep.resolved, model=TEACHER_MODEL, metadata={
         "exit_status": ep.exit_status, "submission": ep.submission, "api_calls": len(ep.steps),
         "difficulty": ep.task.difficulty, "hint_misleading": ep.task.hint_misleading})
 
 
-def write_teacher(path: str | os.PathLike, episodes: Iterable[Episode]) -> int:
+def write_teacher(path: str | os.PathLike, episodes: Iterable[TeacherEpisode]) -> int:
     """Teacher trajectories as OpenAI chat JSONL, sorted by instance id (same episodes, same bytes)."""
     return write_jsonl(path, (teacher_record(ep) for ep in sorted(episodes, key=lambda e: e.task.instance_id)))
 
 
-def oracle_labels(trajectories: Iterable[Trajectory], episodes: Iterable[Episode]) -> list[StepLabel]:
+def oracle_labels(trajectories: Iterable[Trajectory], episodes: Iterable[TeacherEpisode]) -> list[StepLabel]:
     """The teacher's true labels keyed by ingested trajectory id (one row per step of every trajectory).
 
     Matching is by instance id (one teacher run per task); the step count and each step's tool name must
@@ -104,7 +114,30 @@ def flip_labels(labels: Iterable[StepLabel], q: float, seed: int = 0) -> list[St
     return out
 
 
-def write_outcomes(path: str | os.PathLike, columns: Mapping[str, Mapping[str, bool]]) -> int:
+def vote_labels(gold: Iterable[StepLabel], q: float, seed: int = 0, informative: bool = True) -> list[StepLabel]:
+    """A critic of error rate q that also says how sure it is: the labels of `flip_labels(gold, q, seed)` (the same
+    labels, so the same error rate as the hard arm) with 3 simulated votes each. A low-confidence step has 2 of 3
+    votes, the third on the other side of the mask decision (the truth, where the label is wrong); a sure one 3.
+
+    informative:   every wrong label is unsure, and so is a share q of the right ones: errors live where the
+                   critic is unsure (P(wrong | sure) = 0, P(wrong | unsure) = 1 / (2 - q));
+    uninformative: a share q + q(1 - q) of steps is unsure (the same as above on average), drawn independently
+                   of the errors: confidence says nothing about correctness."""
+    gold = list(gold)
+    tag = "informative" if informative else "uninformative"
+    out = []
+    for truth, lab in zip(gold, flip_labels(gold, q, seed), strict=True):
+        wrong = (truth.label == "mistake") != (lab.label == "mistake")
+        draw = _uniform("confidence", tag, seed, q, lab.trajectory_id, lab.step)
+        unsure = (wrong or draw < q) if informative else draw < q + q * (1 - q)
+        other = truth.label if wrong else ("good" if lab.label == "mistake" else "mistake")
+        votes = {lab.label: 2, other: 1} if unsure else {lab.label: 3}
+        out.append(lab.model_copy(update={"votes": votes, "confidence": max(votes.values()) / 3,
+                                          "source": f"{ORACLE}-votes-{tag}-{q:g}"}))
+    return out
+
+
+def write_outcome_table(path: str | os.PathLike, columns: Mapping[str, Mapping[str, bool]]) -> int:
     """A per-instance 0/1 table: `instance_id` then one column per run (sorted), rows sorted by id."""
     names = sorted(columns)
     ids = sorted({iid for col in columns.values() for iid in col})
@@ -117,8 +150,8 @@ def write_outcomes(path: str | os.PathLike, columns: Mapping[str, Mapping[str, b
     return len(ids)
 
 
-def read_outcomes(path: str | os.PathLike) -> dict[str, dict[str, bool]]:
-    """Inverse of write_outcomes (blank cells are left out)."""
+def read_outcome_table(path: str | os.PathLike) -> dict[str, dict[str, bool]]:
+    """Inverse of write_outcome_table (blank cells are left out)."""
     with open(path, encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     cols: dict[str, dict[str, bool]] = {}
@@ -130,8 +163,8 @@ def read_outcomes(path: str | os.PathLike) -> dict[str, dict[str, bool]]:
 
 
 def write_pretrain_dataset(rows: list[dict[str, list[int]]], out_dir: str | os.PathLike) -> dict[str, int]:
-    """A pretraining set (`input_ids`, `labels`; -100 = not trained) saved where `srft.train.run_train` looks for
-    a build (`OUT/dataset/`)."""
+    """A pretraining set (`input_ids`, `labels`; IGNORE_INDEX = not trained) saved where `srft.train.run_train`
+    looks for a build (`OUT/dataset/`)."""
     import datasets
 
     from srft.io import atomic_path
@@ -142,4 +175,4 @@ def write_pretrain_dataset(rows: list[dict[str, list[int]]], out_dir: str | os.P
     with atomic_path(out, directory=True) as tmp:
         ds.save_to_disk(str(tmp))
     return {"rows": len(rows), "tokens": sum(len(r["input_ids"]) for r in rows),
-            "trained_tokens": sum(sum(t != -100 for t in r["labels"]) for r in rows)}
+            "trained_tokens": sum(sum(t != IGNORE_INDEX for t in r["labels"]) for r in rows)}

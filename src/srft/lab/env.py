@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from srft.lab.tasks import Task
+from srft.lab.tasks import Task, failure_line
 
 SYSTEM_PROMPT = "Fix the failing tests. Files hold lines `name = value`. Call one tool per turn."
 
@@ -184,11 +184,6 @@ class LabEnv:
     def _tool_submit(self) -> str:
         self.submitted = True
         return "submitted"
-
-
-def failure_line(name: str, got: int | None, want: int) -> str:
-    """One failing test as the report and `test` show it."""
-    return json.dumps({"test": f"test_{name}", "var": name, "got": got, "value": want})
 
 
 def _location(path: str, line: int, text: str | None = None) -> str:

@@ -1,73 +1,61 @@
-"""The lab's results: `srft compare` on the outcome table, a results table, the critic-noise plot, and
-`lab_report.json` (config, timings, teacher statistics, critic agreement, per-arm data/training/evaluation).
+"""The lab's results: per-difficulty comparisons, a results table, the critic-noise plot, and `lab_report.json`
+(config, teacher statistics, critic agreement, per-arm data/training/evaluation).
 
-    compare(out, config, arms)                  -> compare.json (+ one per difficulty), via srft.compare.harness
-    write_report(out, config, arms, cmp, ...)   -> results.md, noise.png, lab_report.json; returns the report
+    compare_by_difficulty(out, columns, difficulty, options) -> outcomes-<d>.csv + compare_by_difficulty.json
+    write_results(out, config, arms, cmp, by_difficulty, parts) -> results.md, noise.png, lab_report.json
+
+The numbers come from the pipeline's nodes (`srft.run.lab` gathers them): the comparison over all held-out tasks
+is the `compare` node's, the per-arm summaries are the nodes' manifests.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import srft
 from srft.io import atomic_path, atomic_write_json, atomic_write_text
-from srft.lab.config import Arm, LabConfig
-from srft.lab.data import read_outcomes, write_outcomes
+from srft.lab.config import LabConfig
+from srft.lab.data import write_outcome_table
 
 BASELINE = "rft"
+BUDGET_RULE = "equal optimizer steps and samples per step for every fine-tuned arm, from one base model"
 
 
-def _systems(csv_path: Path, arm_list: list[Arm]) -> dict[str, list[str]]:
-    systems = {"base": [f"{csv_path}:base"]}
-    systems.update({arm.name: [f"{csv_path}:{arm.name}.s*"] for arm in arm_list})
-    return systems
+def compare_by_difficulty(out: Path, columns: Mapping[str, Mapping[str, bool]], difficulty: Mapping[str, str],
+                          options: dict[str, Any]) -> dict[str, Any]:
+    """`srft compare` of every arm against rft on the tasks of each difficulty (columns: `base` and
+    `<arm>.s<seed>` -> instance -> resolved; options: srft.compare.harness.run_compare keywords)."""
+    from srft.compare.harness import run_compare
 
-
-def compare(out: Path, config: LabConfig, arm_list: list[Arm]) -> dict[str, Any]:
-    """Paired bootstrap of every arm against rft over the held-out tasks (training seeds as runs, resampled
-    too when there are several), overall and per difficulty."""
-    try:
-        from srft.compare.harness import run_compare
-    except ImportError as exc:
-        raise RuntimeError(f"stage 'compare' needs srft.compare.harness (issue 7), which cannot be imported: {exc}") from exc
-    options = dict(baseline=BASELINE, two_level=len(config.seeds) > 1, n_boot=config.n_boot, seed=config.seed)
-    result = run_compare(_systems(out / "outcomes.csv", arm_list), **options)
-    atomic_write_json(out / "compare.json", result)
-    columns = read_outcomes(out / "outcomes.csv")
-    difficulty = _difficulties(out)
     by_difficulty = {}
     for diff in sorted(set(difficulty.values())):
         path = out / f"outcomes-{diff}.csv"
-        write_outcomes(path, {name: {i: r for i, r in col.items() if difficulty.get(i) == diff}
-                              for name, col in columns.items()})
-        by_difficulty[diff] = run_compare(_systems(path, arm_list), **options)
+        write_outcome_table(path, {name: {i: r for i, r in col.items() if difficulty.get(i) == diff}
+                                   for name, col in columns.items()})
+        systems = {"base": [f"{path}:base"]} if "base" in columns else {}
+        systems |= {name: [f"{path}:{name}.s*"] for name in dict.fromkeys(c.rsplit(".s", 1)[0] for c in columns
+                                                                          if c != "base")}
+        by_difficulty[diff] = run_compare(systems, **options)
     atomic_write_json(out / "compare_by_difficulty.json", by_difficulty)
-    return {"all": result, "by_difficulty": by_difficulty}
-
-
-def _difficulties(out: Path) -> dict[str, str]:
-    """instance id -> difficulty, from the base model's evaluation episodes."""
-    from srft.io import iter_jsonl
-
-    return {rec["instance_id"]: rec["metadata"]["difficulty"]
-            for _, rec in iter_jsonl(out / "eval" / "base" / "episodes.jsonl")}
+    return by_difficulty
 
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
-def results_table(cmp: dict[str, Any], arm_list: list[Arm], results: dict[str, Any]) -> list[dict[str, Any]]:
+def results_table(cmp: dict[str, Any], arms: Mapping[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per system: rate with CI, per-seed rates, difference vs rft with CI and p, data used."""
     pairs = {p["a"]: p for p in cmp["comparisons"]}
-    roles = {arm.name: arm.role for arm in arm_list} | {"base": "the pretrained base, not fine-tuned"}
     rows = []
     for system in cmp["systems"]:
         name = system["name"]
-        pair = pairs.get(name)
-        build = results.get(f"build/{name}", {})
-        rows.append({"system": name, "role": roles.get(name, ""), "rate": system["rate"], "ci": system["ci"],
+        pair, arm = pairs.get(name), arms.get(name, {})
+        build = arm.get("build") or {}
+        rows.append({"system": name, "role": "the pretrained base, not fine-tuned" if name == "base" else
+                     arm.get("role", ""), "rate": system["rate"], "ci": system["ci"],
                      "runs": [r["rate"] for r in system["runs"]],
                      "diff_vs_rft": None if pair is None else pair["diff"],
                      "diff_ci": None if pair is None else pair["ci"],
@@ -101,7 +89,8 @@ def markdown(rows: list[dict[str, Any]], config: LabConfig, n_tasks: int) -> str
     return "\n".join(lines) + "\n"
 
 
-def noise_points(cmp: dict[str, Any], arm_list: list[Arm], critic_error: float | None) -> list[dict[str, Any]]:
+def noise_points(cmp: dict[str, Any], arms: Mapping[str, dict[str, Any]],
+                 critic_error: float | None) -> list[dict[str, Any]]:
     """SRFT's gain over rft against the label flip rate q (q=0: oracle), plus the heuristic critic placed at
     its measured error rate on the mask axis."""
     pairs = {p["a"]: p for p in cmp["comparisons"]}
@@ -109,10 +98,9 @@ def noise_points(cmp: dict[str, Any], arm_list: list[Arm], critic_error: float |
     if "srft-oracle" in pairs:
         points.append({"system": "srft-oracle", "q": 0.0, "diff": pairs["srft-oracle"]["diff"],
                        "ci": pairs["srft-oracle"]["ci"]})
-    for arm in arm_list:
-        if arm.labels == "flip" and arm.name in pairs:
-            points.append({"system": arm.name, "q": arm.q, "diff": pairs[arm.name]["diff"],
-                           "ci": pairs[arm.name]["ci"]})
+    for name, arm in arms.items():
+        if arm["labels"] == "flip" and name in pairs:
+            points.append({"system": name, "q": arm["q"], "diff": pairs[name]["diff"], "ci": pairs[name]["ci"]})
     if "srft-critic" in pairs and critic_error is not None:
         points.append({"system": "srft-critic", "q": critic_error, "diff": pairs["srft-critic"]["diff"],
                        "ci": pairs["srft-critic"]["ci"], "critic": True})
@@ -120,12 +108,10 @@ def noise_points(cmp: dict[str, Any], arm_list: list[Arm], critic_error: float |
 
 
 def plot_noise(points: list[dict[str, Any]], path: Path, title: str) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig = Figure(figsize=(6, 4), dpi=120)
+    ax = fig.subplots()
     sweep = sorted((p for p in points if not p.get("critic")), key=lambda p: p["q"])
     for group, style in ((sweep, dict(fmt="o-", color="tab:blue", label="srft, oracle labels flipped at rate q")),
                          ([p for p in points if p.get("critic")],
@@ -142,39 +128,27 @@ def plot_noise(points: list[dict[str, Any]], path: Path, title: str) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+        fig.savefig(tmp, format="png", metadata={"Software": None})
 
 
-def critic_mask_error(critic: dict[str, Any] | None) -> float | None:
-    """The heuristic critic's share of unresolved steps whose mask decision differs from the oracle's."""
-    scores = (critic or {}).get("vs_oracle") or []
-    return scores[0]["mask_error"] if scores else None
+def write_results(out: Path, config: LabConfig, arms: dict[str, dict[str, Any]], cmp: dict[str, Any],
+                  by_difficulty: dict[str, Any], parts: dict[str, Any]) -> dict[str, Any]:
+    """results.md, noise.png (when there are noise points) and lab_report.json in `out`; returns the report.
 
-
-def write_report(out: Path, config: LabConfig, arm_list: list[Arm], cmp: dict[str, Any],
-                 results: dict[str, Any], timings: dict[str, float], wall_s: float) -> dict[str, Any]:
-    rows = results_table(cmp["all"], arm_list, results)
-    n_tasks = cmp["all"]["instances"]["n"]
+    `arms`: name -> {role, labels (none | oracle | critic | flip), q, policy, build, train: {seed<k>: summary},
+    eval: {seed<k>: summary}}; `parts`: the teacher, ingest, critic and base summaries."""
+    rows = results_table(cmp, arms)
+    n_tasks = cmp["instances"]["n"]
     atomic_write_text(out / "results.md", markdown(rows, config, n_tasks))
-    points = noise_points(cmp["all"], arm_list, critic_mask_error(results.get("annotate")))
+    critic_error = ((parts.get("critic") or {}).get("vs_gold") or {}).get("mask_error")
+    points = noise_points(cmp, arms, critic_error)
     if points:
         plot_noise(points, out / "noise.png", f"srft lab ({config.preset}): SRFT gain vs critic noise")
-    by_diff = {d: results_table(c, arm_list, results) for d, c in cmp["by_difficulty"].items()}
     report = {
         "kind": "srft.lab", "srft_version": srft.__version__, "config": config.model_dump(mode="json"),
-        "budget_rule": "equal optimizer steps and samples per step for every fine-tuned arm, from one base model",
-        "teacher": results.get("generate"), "ingest": results.get("ingest"), "critic": results.get("annotate"),
-        "base": results.get("base"), "results": rows, "results_by_difficulty": by_diff, "noise": points,
-        "arms": {arm.name: {"role": arm.role, "labels": arm.labels, "q": arm.q,
-                            "policy": arm.policy.model_dump(mode="json"), "build": results.get(f"build/{arm.name}"),
-                            "train": {k.rsplit("/", 1)[1]: v for k, v in results.items()
-                                      if k.startswith(f"train/{arm.name}/")},
-                            "eval": {k.rsplit("/", 1)[1]: {x: y for x, y in v.items() if x != "resolved"}
-                                     for k, v in results.items() if k.startswith(f"eval/{arm.name}/")}}
-                 for arm in arm_list},
-        "eval_tasks": n_tasks, "timings_s": timings,
-        "stage_s": round(sum(timings.values()), 1), "total_s": round(wall_s, 1),
+        "budget_rule": BUDGET_RULE, **parts, "results": rows,
+        "results_by_difficulty": {d: results_table(c, arms) for d, c in by_difficulty.items()},
+        "noise": points, "arms": arms, "eval_tasks": n_tasks,
         "files": {"results": "results.md", "plot": "noise.png" if points else None, "compare": "compare.json",
                   "outcomes": "outcomes.csv"},
     }

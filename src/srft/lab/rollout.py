@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ NO_CALL = f'no tool call; reply with {TOOL_CALL_OPEN}{{"name": ..., "arguments":
 
 
 @dataclass
-class Episode:
+class StudentEpisode:
     """One student episode. `exit_status`: Submitted | LimitsExceeded | ContextExceeded."""
 
     task: Task
@@ -70,12 +71,12 @@ def parse_reply(text: str) -> tuple[Message, str | None, dict[str, Any] | None, 
     return msg, obj["name"], args, None
 
 
-def start(task: Task, max_steps: int) -> Episode:
+def start(task: Task, max_steps: int) -> StudentEpisode:
     messages = [Message(role="system", content=SYSTEM_PROMPT), Message(role="user", content=task.statement)]
-    return Episode(task=task, env=LabEnv(task, max_steps=max_steps), messages=messages)
+    return StudentEpisode(task=task, env=LabEnv(task, max_steps=max_steps), messages=messages)
 
 
-def apply_reply(ep: Episode, text: str) -> None:
+def apply_reply(ep: StudentEpisode, text: str) -> None:
     """Parse the student's reply, act, and append the assistant turn and its observation."""
     msg, name, args, problem = parse_reply(text)
     n = ep.env.steps + 1
@@ -94,7 +95,7 @@ def apply_reply(ep: Episode, text: str) -> None:
 
 
 def run_episodes(model, tokenizer, tasks: list[Task], *, max_steps: int = 16, max_new_tokens: int = 40,
-                 batch_size: int = 32, max_context: int = 2048) -> list[Episode]:
+                 batch_size: int = 32, max_context: int = 2048) -> list[StudentEpisode]:
     """Greedy episodes of `model` on `tasks` (order kept). Deterministic for a fixed model on CPU."""
     import torch
 
@@ -113,7 +114,7 @@ def run_episodes(model, tokenizer, tasks: list[Task], *, max_steps: int = 16, ma
     return episodes
 
 
-def _turn(model, tokenizer, batch: list[Episode], eos: list[int], max_new_tokens: int, max_context: int) -> None:
+def _turn(model, tokenizer, batch: list[StudentEpisode], eos: list[int], max_new_tokens: int, max_context: int) -> None:
     prompts = [tokenizer.apply_chat_template([m.to_openai() for m in ep.messages], tools=TOOLS, tokenize=False,
                                              add_generation_prompt=True) for ep in batch]
     enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -135,3 +136,16 @@ def _turn(model, tokenizer, batch: list[Episode], eos: list[int], max_new_tokens
         ep.generated_tokens += min(end + 1, len(ids))
         ids = ids[: end + 1] if end < len(ids) and ids[end] != eos[0] else ids[:end]  # keep </tool_call>
         apply_reply(ep, tokenizer.decode([t for t in ids if t != tokenizer.pad_token_id], skip_special_tokens=True))
+
+
+def episode_stats(episodes: list[StudentEpisode]) -> dict[str, Any]:
+    """Tasks, resolved count and rate (overall, by difficulty), invalid and total actions, exit statuses."""
+    by_diff: dict[str, list[bool]] = {}
+    for ep in episodes:
+        by_diff.setdefault(ep.task.difficulty, []).append(ep.resolved)
+    n = len(episodes)
+    return {"tasks": n, "resolved": sum(ep.resolved for ep in episodes),
+            "success": sum(ep.resolved for ep in episodes) / n if n else None,
+            "success_by_difficulty": {k: sum(v) / len(v) for k, v in sorted(by_diff.items())},
+            "invalid_actions": sum(ep.env.invalid for ep in episodes), "actions": sum(ep.env.steps for ep in episodes),
+            "exit_status": dict(sorted(Counter(ep.exit_status for ep in episodes).items()))}

@@ -104,10 +104,13 @@ def make_task(seed: int, difficulty: Difficulty) -> Task:
     return task.model_copy(update={"statement": render_statement(task, actual)})
 
 
+def failure_line(name: str, got: int | None, want: int) -> str:
+    """One failing test as the report and the environment's `test` tool show it."""
+    return json.dumps({"test": f"test_{name}", "var": name, "got": got, "value": want})
+
+
 def render_statement(task: Task, actual: dict[str, int]) -> str:
     """The bug report: the failing tests as the CI's JSON lines (see srft.lab.env), then the suspected file."""
-    from srft.lab.env import failure_line
-
     parts = ["Failing tests:", *(failure_line(n, actual[n], task.expected[n]) for n in task.bugs)]
     if task.hint:
         parts.append(f'Users report the bug in {json.dumps({"path": task.hint})}')

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,7 +57,7 @@ class TeacherStep:
 
 
 @dataclass
-class Episode:
+class TeacherEpisode:
     """One teacher run: the conversation, the true label per step, and the outcome."""
 
     task: Task
@@ -77,7 +78,7 @@ class _Mistake:
     depth: int = 0  # its position in the file's edit history (undo reverts only the most recent edit)
 
 
-class _Run:
+class _Teaching:
     """Mutable state of one teacher episode; the plan is in `teach`."""
 
     def __init__(self, task: Task, cfg: TeacherConfig, rng: random.Random):
@@ -121,10 +122,10 @@ class _Run:
             self.act("test", "unnecessary", "re-runs the tests with nothing changed")
 
 
-def teach(task: Task, cfg: TeacherConfig, seed: int = 0) -> Episode:
+def teach(task: Task, cfg: TeacherConfig, seed: int = 0) -> TeacherEpisode:
     """Run the noisy teacher on `task`; deterministic for (task, cfg, seed)."""
     rng = random.Random(f"lab-teacher:{task.instance_id}:{seed}")
-    run = _Run(task, cfg, rng)
+    run = _Teaching(task, cfg, rng)
     run.maybe_waste()
     if task.hint and not run.over and rng.random() < cfg.follow_hint:
         _chase_hint(run)
@@ -143,12 +144,12 @@ def teach(task: Task, cfg: TeacherConfig, seed: int = 0) -> Episode:
     if not run.over:
         _submit(run)
     exit_status = "Submitted" if run.env.submitted else "LimitsExceeded"
-    episode = Episode(task, run.steps, run.env.resolved, exit_status, _patch(task, run.env))
+    episode = TeacherEpisode(task, run.steps, run.env.resolved, exit_status, _patch(task, run.env))
     episode.messages = episode_messages(task, run.steps)
     return episode
 
 
-def _chase_hint(run: _Run) -> None:
+def _chase_hint(run: _Teaching) -> None:
     task, path = run.task, run.task.hint
     assert path is not None
     if task.hint_misleading:
@@ -169,7 +170,7 @@ def _chase_hint(run: _Run) -> None:
         run.pending.append(_Mistake("hint_edit", path, victim, line_no, depth=len(run.env.history[path])))
 
 
-def _fix(run: _Run, name: str) -> None:
+def _fix(run: _Teaching, name: str) -> None:
     task, cfg, rng = run.task, run.cfg, run.rng
     run.maybe_waste()
     if name not in run.known and not run.over:
@@ -201,7 +202,7 @@ def _fix(run: _Run, name: str) -> None:
         run.act("edit", "good", f"fixes {name} on {path}:{line}", path=path, line=line, value=want)
 
 
-def _test_and_recover(run: _Run) -> None:
+def _test_and_recover(run: _Teaching) -> None:
     """Run the tests; for each failure caused by its own mistake, notice it (and recover) or never look again."""
     run.maybe_waste()
     if run.over:
@@ -220,7 +221,7 @@ def _test_and_recover(run: _Run) -> None:
             run.act("test", "good", "re-runs the tests after recovering")
 
 
-def _recover(run: _Run, mistake: _Mistake) -> None:
+def _recover(run: _Teaching, mistake: _Mistake) -> None:
     task = run.task
     if mistake.kind in ("wrong_line", "hint_edit"):
         if len(run.env.history[mistake.path]) == mistake.depth:  # still the file's latest edit: undo it
@@ -243,7 +244,7 @@ def _recover(run: _Run, mistake: _Mistake) -> None:
                 path=path, line=line, value=want)
 
 
-def _submit(run: _Run) -> None:
+def _submit(run: _Teaching) -> None:
     if run.env.failures():
         run.act("submit", "mistake", "submits while tests fail")
     else:
@@ -269,3 +270,23 @@ def episode_messages(task: Task, steps: list[TeacherStep]) -> list[Message]:
             id=call_id, function=FunctionCall(name=step.name, arguments=json.dumps(step.arguments)))]))
         messages.append(Message(role="tool", content=step.observation, tool_call_id=call_id, name=step.name))
     return messages
+
+
+def teacher_stats(episodes: list[TeacherEpisode]) -> dict[str, Any]:
+    """Resolve rate (overall, by difficulty), label counts, the mistake share of failed trajectories' steps."""
+    by_diff: dict[str, list[bool]] = {}
+    labels, failed_labels = Counter(), Counter()
+    for ep in episodes:
+        by_diff.setdefault(ep.task.difficulty, []).append(ep.resolved)
+        for step in ep.steps:
+            labels[step.label] += 1
+            if not ep.resolved:
+                failed_labels[step.label] += 1
+    n_failed = sum(failed_labels.values())
+    return {"trajectories": len(episodes), "resolved": sum(ep.resolved for ep in episodes),
+            "resolve_rate": sum(ep.resolved for ep in episodes) / len(episodes),
+            "resolve_rate_by_difficulty": {d: sum(v) / len(v) for d, v in sorted(by_diff.items())},
+            "steps": sum(labels.values()), "labels": dict(sorted(labels.items())),
+            "labels_in_unresolved": dict(sorted(failed_labels.items())),
+            "mistake_share_of_unresolved_steps": failed_labels["mistake"] / n_failed if n_failed else None,
+            "exit_status": dict(sorted(Counter(ep.exit_status for ep in episodes).items()))}

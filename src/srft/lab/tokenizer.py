@@ -16,7 +16,6 @@ full render has up to that assistant turn, so training renders and inference pro
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -94,17 +93,11 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | os.PathLike, vocab_size
     return tok
 
 
-def load_tokenizer(path: str | os.PathLike):
-    from transformers import AutoTokenizer
+def render_texts(conversations: list[list], chat_template: str = CHAT_TEMPLATE) -> list[str]:
+    """Conversations (lists of `srft.model.Message`) rendered with the lab's tools through `chat_template`."""
+    from transformers.utils.chat_template_utils import render_jinja_template
 
-    return AutoTokenizer.from_pretrained(str(path))
+    from srft.lab.env import TOOLS
 
-
-def render(tokenizer, messages: list[dict], tools: list[dict] | None, *, generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False,
-                                         add_generation_prompt=generation_prompt)
-
-
-def tool_call_text(name: str, arguments: dict) -> str:
-    """The exact text the template renders for one tool call (what the student must generate)."""
-    return f'{TOOL_CALL_OPEN}{{"name": "{name}", "arguments": {json.dumps(arguments)}}}{TOOL_CALL_CLOSE}'
+    return render_jinja_template(conversations=[[m.to_openai() for m in c] for c in conversations], tools=TOOLS,
+                                 chat_template=chat_template)[0]

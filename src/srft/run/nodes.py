@@ -3,8 +3,9 @@
 Every function here takes its options (bound by `srft.run.graph.pipeline_nodes`) and a `NodeContext`; it writes
 only below `ctx.out_dir` (a temp folder renamed into place on success) and returns a small JSON summary that the
 manifest records and the progress display prints. No stage logic lives here: ingest is `srft.formats.ingest`,
-labels `srft.critic.annotate`, masks `srft.dataset.build`, training `srft.train`, the lab's data, tokenizer, base
-student and rollouts `srft.lab`, statistics `srft.compare.harness`, the page `srft.run.report`.
+labels `srft.critic.annotate`, masks `srft.dataset.build`, training `srft.train`, statistics
+`srft.compare.harness`, the page `srft.run.report`. Where each output sits in its folder: `srft.run.layout`. The
+lab's own nodes (its teacher, gold labels, student and rollouts) are in `srft.run.lab`.
 """
 
 from __future__ import annotations
@@ -14,23 +15,23 @@ import logging
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from srft.io import atomic_write_json, atomic_write_text
-from srft.run.runner import NodeContext
+from srft.run import layout
+from srft.run.runner import Node, NodeContext
 
 if TYPE_CHECKING:
-    from srft.lab.config import LabConfig
     from srft.run.recipe import AnnotateSection, CompareSection, IngestSection, LaunchSection, Recipe
 
 log = logging.getLogger("srft.run")
-GOLD_LABELS = "oracle_labels.jsonl"  # gold/: the lab teacher's true step labels
-OUTCOMES = "outcomes"  # evaluate/<policy>/seed<s>/outcomes/<policy>.seed<s>.json: a SWE-bench run summary
 
 
 def quiet_hf() -> None:
-    """datasets/transformers draw tqdm bars of their own; the run has one display (srft.run.runner.RichHooks)."""
+    """datasets/transformers draw tqdm bars of their own; the run has one display (srft.run.display.RichHooks)."""
     import datasets
     from transformers.utils import logging as hf_logging
 
@@ -42,32 +43,31 @@ class StageError(RuntimeError):
     """A stage finished but its result is not usable (e.g. ingest skipped files); the message says why."""
 
 
+@dataclass
+class Inputs:
+    """Nodes that stand in for what a recipe otherwise names as files: the graph's one extension point.
+
+    Your own data needs none of them (`Inputs()`: ingest.paths, annotate.gold, build.tokenizer / train.model or
+    train.init, evaluate.outcomes); the lab (`srft.run.lab.lab_inputs`) provides every one."""
+
+    trajectories: list[Node] = field(default_factory=list)  # each writes <key>/trajectories/; ingest reads them
+    gold: Node | None = None  # writes <key>/oracle_labels.jsonl, the gold step labels
+    tokenizer: Node | None = None  # writes <key>/tokenizer/
+    student: Node | None = None  # writes <key>/model/, the student to fine-tune (unless train.model/init is set)
+    # (system, seed or None for the untrained student, key of the node holding model/ or None) -> a node that
+    # scores it, or None when it cannot be scored; None here: the harness outputs given in evaluate.outcomes.
+    evaluate: Callable[[str, int | None, str | None], Node | None] | None = None
+    # (keys of every node so far, keys of the evaluate nodes) -> nodes that run after compare, before the report.
+    finish: Callable[[list[str], list[str]], list[Node]] | None = None
+
+
 # -- read ----------------------------------------------------------------------------------------------------
-
-def _episodes(lab: LabConfig) -> list:
-    """The lab teacher's episodes on the training tasks (deterministic: regenerated, never stored twice)."""
-    from srft.lab.tasks import make_tasks
-    from srft.lab.teacher import teach
-
-    return [teach(t, lab.teacher, seed=lab.seed) for t in make_tasks("train", lab.tasks.train, lab.tasks.mix,
-                                                                      seed=lab.seed)]
-
-
-def generate(lab: LabConfig, ctx: NodeContext) -> dict[str, Any]:
-    """The teacher's trajectories as OpenAI chat JSONL: `ingest` reads them like any user's file."""
-    from srft.lab.data import write_teacher
-    from srft.lab.run import teacher_stats
-
-    episodes = _episodes(lab)
-    write_teacher(ctx.out_dir / "trajectories" / "teacher.jsonl", episodes)
-    stats = teacher_stats(episodes)
-    return {k: stats[k] for k in ("trajectories", "resolved", "steps", "labels")}
-
 
 def ingest(section: IngestSection, ctx: NodeContext) -> dict[str, Any]:
     from srft.formats.ingest import SUMMARY_KEYS, run_ingest
 
-    paths = [ctx.dep("generate") / "trajectories"] if "generate" in ctx.dep_dirs else section.paths
+    # A node that writes trajectories (the lab's teacher) stands in for the recipe's files.
+    paths = [d / layout.TRAJECTORIES for d in ctx.dep_dirs.values()] or section.paths
     result = run_ingest(paths, ctx.out_dir, outcomes=section.outcomes, exclude_instances=section.exclude_instances,
                         outcomes_override=section.outcomes_override, fmt=section.format,
                         on_progress=lambda done, total, _: ctx.progress(done, total, None))
@@ -82,21 +82,24 @@ def ingest(section: IngestSection, ctx: NodeContext) -> dict[str, Any]:
 
 # -- label ---------------------------------------------------------------------------------------------------
 
-def gold(lab: LabConfig, ctx: NodeContext) -> dict[str, Any]:
-    """The teacher's true labels keyed by the ids ingest gave its trajectories (checked step by step)."""
-    from collections import Counter
+def gold_labels(ctx: NodeContext, given: str | None) -> Path:
+    """The gold step-label file: yours (`annotate.gold`), or the one a `gold` node wrote."""
+    return Path(given) if given else ctx.dep("gold") / layout.GOLD_LABELS
 
-    from srft.io import read_trajectories
-    from srft.lab.data import oracle_labels
+
+def noisy(q: float, seed: int, given_gold: str | None, ctx: NodeContext, votes: str | None = None) -> dict[str, Any]:
+    """Gold labels whose mask decision flips on a share q of steps: a critic of known noise (with `votes`, also
+    simulated votes whose confidence is informative or not: srft.lab.data.vote_labels)."""
+    from srft.critic.eval import TrajectoryIndex, load_labels
+    from srft.lab.data import flip_labels, vote_labels
     from srft.labels import write_labels
 
-    labels = oracle_labels(read_trajectories(ctx.dep("ingest")), _episodes(lab))
-    write_labels(ctx.out_dir / GOLD_LABELS, labels)
-    return {"steps": len(labels), "labels": dict(sorted(Counter(x.label for x in labels).items()))}
-
-
-def gold_labels(ctx: NodeContext, given: str | None) -> Path:
-    return Path(given) if given else ctx.dep("gold") / GOLD_LABELS
+    gold = load_labels(gold_labels(ctx, given_gold), TrajectoryIndex.from_store(ctx.dep("ingest")))
+    flipped = (vote_labels(gold, q, seed, informative=votes == "informative") if votes
+               else flip_labels(gold, q, seed=seed))
+    write_labels(ctx.out_dir / layout.NOISY_LABELS, flipped)
+    changed = sum((a.label == "mistake") != (b.label == "mistake") for a, b in zip(gold, flipped, strict=True))
+    return {"q": q, "steps": len(flipped), "flipped": changed}
 
 
 def annotate(section: AnnotateSection, ctx: NodeContext) -> dict[str, Any]:
@@ -115,50 +118,40 @@ def annotate(section: AnnotateSection, ctx: NodeContext) -> dict[str, Any]:
 def critic_eval(given_gold: str | None, ctx: NodeContext) -> dict[str, Any]:
     from srft.critic.eval import EvalConfig, plot_confusion, run_critic_eval
 
-    report = run_critic_eval(gold_labels(ctx, given_gold), [ctx.dep("annotate") / "annotations.jsonl"],
+    report = run_critic_eval(gold_labels(ctx, given_gold), [ctx.dep("annotate") / layout.ANNOTATIONS],
                              ctx.dep("ingest"), EvalConfig())
     entry = report["preds"][0]
     entry["name"] = "critic"
-    plot_confusion(report, ctx.out_dir / "confusion.png")
-    report["plot"] = "confusion.png"
-    atomic_write_json(ctx.out_dir / "critic_eval.json", report)
+    plot_confusion(report, ctx.out_dir / layout.CONFUSION_PNG)
+    report["plot"] = layout.CONFUSION_PNG
+    atomic_write_json(ctx.out_dir / layout.CRITIC_EVAL, report)
     return {"matched_steps": entry["matched_steps"], "gold_only_steps": entry["gold_only_steps"],
             "macro_f1": entry["macro_f1"]["value"], "binary_f1": entry["binary_f1"]["value"],
-            "kappa": entry["kappa"]["value"]}
+            "kappa": entry["kappa"]["value"], "mask_error": mask_error(entry["confusion"]),
+            "mistake": entry["per_label"]["mistake"]}
+
+
+def mask_error(confusion: list[list[int]]) -> float | None:
+    """Share of matched steps whose mask decision (mistake or not) differs from gold's (rows gold, columns pred)."""
+    from srft.model import LABELS
+
+    m, n = LABELS.index("mistake"), sum(map(sum, confusion))
+    wrong = sum(confusion[m][j] + confusion[j][m] for j in range(len(LABELS)) if j != m)
+    return wrong / n if n else None
 
 
 # -- the student ---------------------------------------------------------------------------------------------
 
-def lab_tokenizer(lab: LabConfig, ctx: NodeContext) -> dict[str, Any]:
-    """The lab's BPE + ChatML tool template, trained on the rendered teacher and pretraining conversations."""
-    from srft.lab.run import train_lab_tokenizer
-
-    return train_lab_tokenizer(lab, _episodes(lab), ctx.out_dir / "tokenizer")
-
-
 def tokenizer_dir(ctx: NodeContext, given: str | None) -> str:
-    return str(ctx.dep("tokenizer") / "tokenizer") if "tokenizer" in ctx.dep_dirs else str(given)
-
-
-def lab_base(lab: LabConfig, ctx: NodeContext) -> dict[str, Any]:
-    """The lab's base student (induction warm-up, then every token of instruction episodes: it learns the tools'
-    syntax and copying, not how to fix bugs), exactly as `srft lab` trains it."""
-    quiet_hf()
-    from srft.lab.run import train_base
-
-    report = train_base(lab, ctx.dep("tokenizer") / "tokenizer", ctx.out_dir, callbacks=[_train_progress(ctx)])
-    # srft run reads the student from <node>/model; the intermediate init/warm models only served training.
-    for name in ("init", "warm"):
-        shutil.rmtree(ctx.out_dir / name, ignore_errors=True)
-    return {"parameters": report["parameters"], "pretrain_rows": report["pretrain_data"].get("rows"),
-            "steps": report["train"]["steps"], "final_loss": report["train"]["final_loss"]}
+    """Your tokenizer folder, or the one a `tokenizer` node trained."""
+    return str(ctx.dep("tokenizer") / layout.TOKENIZER) if "tokenizer" in ctx.dep_dirs else str(given)
 
 
 def init_student(init: Any, tokenizer: str | None, ctx: NodeContext) -> dict[str, Any]:
     quiet_hf()
     from srft.train.models import init_model
 
-    info = init_model(tokenizer_dir(ctx, tokenizer), ctx.out_dir / "model", init)
+    info = init_model(tokenizer_dir(ctx, tokenizer), ctx.out_dir / layout.MODEL, init)
     return {"parameters": info["parameters"], "vocab_size": info["vocab_size"]}
 
 
@@ -166,11 +159,19 @@ def init_student(init: Any, tokenizer: str | None, ctx: NodeContext) -> dict[str
 
 def build(policy: Any, mask: Any, exports: list[str], num_proc: int, tokenizer: str | None, labels: str | None,
           given_gold: str | None, ctx: NodeContext) -> dict[str, Any]:
+    """One policy's dataset; `labels` is the key of the node whose step labels it reads (annotate, gold,
+    noisy/<policy>), "gold" with your gold file, or None."""
     quiet_hf()
     from srft.dataset.build import run_build
 
-    annotations = {"critic": lambda: ctx.dep("annotate") / "annotations.parquet",
-                   "gold": lambda: gold_labels(ctx, given_gold), None: lambda: None}[labels]()
+    if labels is None:
+        annotations = None
+    elif labels == "annotate":
+        annotations = ctx.dep("annotate") / layout.ANNOTATIONS
+    elif labels.startswith("noisy/"):
+        annotations = ctx.dep(labels) / layout.NOISY_LABELS
+    else:
+        annotations = gold_labels(ctx, given_gold)
     report = run_build(ctx.dep("ingest"), ctx.out_dir, tokenizer=tokenizer_dir(ctx, tokenizer), policy=policy,
                        annotations=annotations, mask=mask, exports=exports, num_proc=num_proc,
                        on_progress=lambda done, total, stage: ctx.progress(done, total, stage))
@@ -186,8 +187,8 @@ def train(config: Any, launch: LaunchSection | None, build_key: str, ctx: NodeCo
     import os
 
     if "student" in ctx.dep_dirs:
-        config = config.model_copy(update={"model": str(ctx.dep("student") / "model")})
-    work = ctx.resume_dir() / "model"
+        config = config.model_copy(update={"model": str(ctx.dep("student") / layout.MODEL)})
+    work = ctx.resume_dir() / layout.MODEL
     resume = (work.with_name("model.partial") / "checkpoints").is_dir()
     if resume:
         log.info("%s: resuming from the checkpoints in %s", ctx.node.key, work.parent)
@@ -196,17 +197,18 @@ def train(config: Any, launch: LaunchSection | None, build_key: str, ctx: NodeCo
     else:
         from srft.train.run import run_train
 
-        report = run_train(ctx.dep(build_key), work, config, resume=resume, callbacks=[_train_progress(ctx)])
-    os.replace(work, ctx.out_dir / "model")
+        report = run_train(ctx.dep(build_key), work, config, resume=resume, callbacks=[train_progress(ctx)])
+    os.replace(work, ctx.out_dir / layout.MODEL)
     # Finished: the checkpoints only served resuming (a 32B run's optimizer states are ~3x the model).
-    shutil.rmtree(ctx.out_dir / "model" / "checkpoints", ignore_errors=True)
+    shutil.rmtree(ctx.out_dir / layout.MODEL / "checkpoints", ignore_errors=True)
     shutil.rmtree(ctx.resume_dir().parent, ignore_errors=True)
     keys = ("steps", "first_loss", "final_loss", "trained_tokens", "tokens_seen", "tokens_per_s", "train_seconds",
             "resumed_from")
     return {k: report.get(k) for k in keys}
 
 
-def _train_progress(ctx: NodeContext):
+def train_progress(ctx: NodeContext):
+    """A transformers callback that reports each logged loss as the node's progress."""
     from transformers import TrainerCallback
 
     class Progress(TrainerCallback):
@@ -219,12 +221,18 @@ def _train_progress(ctx: NodeContext):
 
 def _launch_train(config: Any, launch: LaunchSection, build_dir: Path, out: Path, resume: bool,
                   ctx: NodeContext) -> dict:
-    """`accelerate launch ... -m srft.train` in a subprocess (one process per GPU); its log goes to train.log."""
+    """`accelerate launch ... -m srft train` in a subprocess (one process per GPU); its log goes to train.log."""
+    from srft.train.launch import free_port, launch_config_problems
+
+    problems = launch_config_problems(launch.accelerate_config, launch.num_processes)
+    if problems:
+        raise StageError(problems[0])
     cfg_file = out.parent / "train_input.json"
     atomic_write_json(cfg_file, config.model_dump(mode="json"))
+    port = [] if "--main_process_port" in launch.extra_args else ["--main_process_port", str(free_port())]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", launch.accelerate_config,
-           "--num_processes", str(launch.num_processes), *launch.extra_args, "-m", "srft.train", str(build_dir),
-           "--config", str(cfg_file), "--out", str(out), "--json", *(["--resume"] if resume else [])]
+           "--num_processes", str(launch.num_processes), *port, *launch.extra_args, "-m", "srft", "train",
+           str(build_dir), "--config", str(cfg_file), "--out", str(out), "--json", *(["--resume"] if resume else [])]
     with open(out.parent / "train.log", "a", encoding="utf-8") as log_file:
         done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log_file, text=True, check=False)
     if done.returncode != 0:
@@ -234,27 +242,6 @@ def _launch_train(config: Any, launch: LaunchSection, build_dir: Path, out: Path
 
 
 # -- evaluate, compare, report -------------------------------------------------------------------------------
-
-def evaluate_lab(lab: LabConfig, model_key: str, system: str, run: str, ctx: NodeContext) -> dict[str, Any]:
-    """The student acts on the lab's held-out tasks (greedy); success per task -> a SWE-bench run summary."""
-    quiet_hf()
-    from srft.io import write_jsonl
-    from srft.lab.data import chat_record
-    from srft.lab.rollout import run_episodes
-    from srft.lab.tasks import make_tasks
-
-    model_dir = ctx.dep(model_key) / "model"
-    model, tokenizer = load_student(model_dir)
-    tasks = make_tasks("eval", lab.tasks.eval, lab.tasks.mix, seed=lab.seed)
-    episodes = sorted(run_episodes(model, tokenizer, tasks, max_steps=lab.max_steps, batch_size=lab.eval_batch),
-                      key=lambda e: e.task.instance_id)
-    statuses = {ep.task.instance_id: "resolved" if ep.resolved else "unresolved" for ep in episodes}
-    write_run_summary(ctx.out_dir / OUTCOMES / f"{system}.{run}.json", statuses)
-    write_jsonl(ctx.out_dir / "episodes.jsonl", (chat_record(ep.task.instance_id, ep.messages, ep.resolved,
-                model=f"{system}.{run}", metadata={**ep.summary(), "actions": ep.actions}) for ep in episodes))
-    return {"tasks": len(episodes), "resolved": sum(ep.resolved for ep in episodes),
-            "invalid_actions": sum(ep.env.invalid for ep in episodes), "actions": sum(ep.env.steps for ep in episodes)}
-
 
 def load_student(folder: Path):
     """A trained student for inference: a full model folder, or LoRA adapters merged into their base."""
@@ -278,7 +265,7 @@ def evaluate_given(path: str, system: str, run: str, ctx: NodeContext) -> dict[s
     if len(reports) != 1:
         raise StageError(f"{path}: expected the harness output of one run, found {len(reports)}")
     statuses = reports[0].statuses()
-    write_run_summary(ctx.out_dir / OUTCOMES / f"{system}.{run}.json", statuses, source=path)
+    write_run_summary(layout.run_summary(ctx.out_dir, system, run), statuses, source=path)
     return {"instances": len(statuses), "resolved": sum(s == "resolved" for s in statuses.values()),
             "notes": reports[0].notes}
 
@@ -306,11 +293,11 @@ def compare(cmp: CompareSection, evaluated: list[str], ctx: NodeContext) -> dict
 
     systems: dict[str, list[str]] = {}
     for key in evaluated:
-        for summary in sorted((ctx.dep(key) / OUTCOMES).glob("*.json")):
-            systems.setdefault(summary.name.split(".")[0], []).append(str(summary))
+        for system, summary in layout.run_summaries(ctx.dep(key)).items():
+            systems.setdefault(system, []).append(str(summary))
     result = run_compare(systems, instances=cmp.instances, **cmp.model_dump(include=set(CompareConfig.model_fields)))
-    result["plot"] = plot_forest(result, ctx.out_dir / "forest.png").name
-    atomic_write_json(ctx.out_dir / "compare.json", result)
+    result["plot"] = plot_forest(result, ctx.out_dir / layout.FOREST_PNG).name
+    atomic_write_json(ctx.out_dir / layout.COMPARE, result)
     atomic_write_text(ctx.out_dir / "compare.md", render_markdown(result))
     return {"instances": result["instances"]["n"],
             "rates": {s["name"]: round(s["rate"], 4) for s in result["systems"]},
@@ -321,4 +308,4 @@ def compare(cmp: CompareSection, evaluated: list[str], ctx: NodeContext) -> dict
 def report(recipe: Recipe, ctx: NodeContext) -> dict[str, Any]:
     from srft.run.report import write_report
 
-    return write_report(recipe, ctx.dep_dirs, ctx.out_dir / "report.html")
+    return write_report(recipe, ctx.dep_dirs, ctx.out_dir / layout.REPORT)

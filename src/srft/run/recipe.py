@@ -40,15 +40,21 @@ class RunSection(_Section):
     out: str | None = Field(None, description="run directory (default: runs/<name>); `srft run --out` wins")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: the lab preset's, else "
                                 "torch's choice); 1 is fastest for tiny students on a busy machine")
+    workers: int = Field(1, ge=1, description="nodes run at once, each in its own process (independent students "
+                         "train side by side, e.g. one per CPU core); 1: one after another in this process")
 
 
 class LabSection(_Section):
     """Run on the lab (docs/lab.md): its teacher's trajectories and oracle labels, its tokenizer and pretrained
-    base student, its held-out tasks. Numbers come from a `srft lab` preset, so both drivers agree."""
+    base student, its held-out tasks. Every recipe key left unset comes from the preset
+    (`srft.lab.config.recipe_defaults`: its arms as policies, its fine-tuning schedule, rollouts, rft as baseline),
+    so `srft lab` and a recipe agree without copying numbers."""
 
     preset: str = Field("tiny", description="srft.lab.config.PRESETS name: tiny | small | paper")
     overrides: dict[str, Any] = Field(default_factory=dict, description="LabConfig fields to change, merged "
                                       "into the preset, e.g. {tasks: {train: 64}, teacher: {notice: 0.2}}")
+    results: bool = Field(False, description="also write the lab's results into the run directory as `srft lab` "
+                          "does: results.md, noise.png, lab_report.json, outcome tables per difficulty")
 
     def config(self):
         """The LabConfig this section means (raises ValueError naming a bad preset or field)."""
@@ -56,8 +62,7 @@ class LabSection(_Section):
 
         if self.preset not in PRESETS:
             raise ValueError(f"unknown lab preset {self.preset!r}; known: {', '.join(PRESETS)}")
-        return LabConfig(preset=self.preset, **_merge(PRESETS[self.preset], self.overrides))
-
+        return LabConfig(**_merge({**PRESETS[self.preset], "preset": self.preset}, self.overrides))
 
     def problems(self) -> list[tuple[tuple, str]]:
         """Bad preset or override keys/values, each at its recipe key (lab.overrides.<field>)."""
@@ -104,22 +109,27 @@ class PolicySection(PolicyConfig):
 
     name: str | None = Field(None, description="policy function: sft | rft | srft | prefix | random | dotted path")
     labels: Literal["critic", "gold"] = Field("critic", description="step labels from the critic or the gold file")
+    flip: float | None = Field(None, ge=0, le=1, description="simulated critic noise: each step's gold label "
+                               "flips its mask decision with this probability (srft.lab.data.flip_labels)")
+    flip_seed: int = Field(0, description="seed of the label flips")
+    flip_confidence: Literal["informative", "uninformative"] | None = Field(
+        None, description="give the flipped labels 3 simulated votes whose confidence is (or is not) low where "
+        "they are wrong (srft.lab.data.vote_labels); use with confidence_weights")
 
 
 class BuildSection(MaskConfig):
     """How trajectories become masked token samples (`srft build`), one dataset per policy."""
 
-    policies: dict[str, PolicySection] = Field(description="policy variants to build and train, by name")
+    policies: dict[str, PolicySection] = Field(default_factory=dict, description="policy variants to build and "
+                                               "train, by name (with `lab:`, default: the preset's arms)")
     tokenizer: str | None = Field(None, description="tokenizer folder (default: the student's)")
     exports: list[str] = Field(default_factory=list, description="trainer formats to export (trl, axolotl, ...)")
     num_proc: int = Field(1, ge=1, description="tokenizer worker processes")
 
     @model_validator(mode="after")
     def _check_build(self) -> BuildSection:
-        problems = [f"policy name {n!r}: use letters, digits, '-', '_'" for n in self.policies
-                    if not re.fullmatch(r"[A-Za-z0-9_-]+", n)]
-        if not self.policies:
-            problems.append("name at least one policy, e.g. {srft: {}}")
+        problems = [f"policy name {n!r}: use letters, digits, '-', '_', '.'" for n in self.policies
+                    if not re.fullmatch(r"[A-Za-z0-9_.-]+", n)]
         if "base" in self.policies:
             problems.append("'base' names the untrained student in the comparison; call the policy otherwise")
         if problems:
@@ -196,18 +206,42 @@ class Recipe(_Section):
     lab: LabSection | None = Field(None, description="use the lab instead of your data, student and harness")
     ingest: IngestSection = Field(default_factory=IngestSection, description="trajectory sources")
     annotate: AnnotateSection = Field(default_factory=AnnotateSection, description="critic")
-    build: BuildSection = Field(description="policies, tokenizer, masks, exports")
+    build: BuildSection = Field(default_factory=BuildSection, description="policies, tokenizer, masks, exports")
     train: TrainSection = Field(default_factory=TrainSection, description="student and training options")
     evaluate: EvaluateSection | None = Field(None, description="scoring of the students (none: stop after train)")
     compare: CompareSection = Field(default_factory=CompareSection, description="paired statistics")
     report: ReportSection = Field(default_factory=ReportSection, description="report.html")
 
+    @model_validator(mode="after")
+    def _lab_defaults(self) -> Recipe:
+        """With a `lab:` section, each key the recipe leaves unset comes from the preset (a policies mapping you
+        give replaces the preset's arms whole)."""
+        if self.lab is None:
+            return self
+        from srft.lab.config import recipe_defaults
+
+        try:
+            defaults = recipe_defaults(self.lab.config())
+        except ValueError:  # a bad preset or override: problems() reports it at its key
+            return self
+        for name, values in defaults.items():
+            if name == "evaluate":  # one choice (rollouts, or your harness outputs): yours replaces the lab's whole
+                if "evaluate" not in self.model_fields_set:
+                    self.evaluate = EvaluateSection(**values)
+                continue
+            section = getattr(self, name)
+            setattr(self, name, type(section).model_validate({**values, **section.model_dump(exclude_unset=True)}))
+        return self
+
     def problems(self) -> list[tuple[tuple, str]]:
         """Cross-section problems as (key path, message), all at once."""
         out: list[tuple[tuple, str]] = []
         policies, seeds = list(self.build.policies), self.train.seeds
+        lab_problems = self.lab.problems() if self.lab is not None else []
+        out += lab_problems
+        if not policies and not lab_problems:
+            out.append((("build", "policies"), "name at least one policy, e.g. {srft: {}}"))
         if self.lab is not None:
-            out += self.lab.problems()
             if self.ingest.paths:
                 out.append((("ingest", "paths"), "the lab writes the trajectories: drop ingest.paths or lab"))
         elif not self.ingest.paths:
@@ -223,6 +257,12 @@ class Recipe(_Section):
         for name, pol in self.build.policies.items():
             if pol.labels == "gold" and not (self.lab or self.annotate.gold):
                 out.append((("build", "policies", name, "labels"), "gold labels need annotate.gold or a lab"))
+            if pol.flip is not None and (pol.labels != "gold" or not self.uses_labels(name)):
+                out.append((("build", "policies", name, "flip"), "flip perturbs gold labels: set labels: gold on "
+                            "a policy that reads labels"))
+            if pol.flip_confidence is not None and pol.flip is None:
+                out.append((("build", "policies", name, "flip_confidence"), "simulated votes need a flip rate: "
+                            "set flip"))
         if self.report.example_policy and self.report.example_policy not in policies:
             out.append((("report", "example_policy"), f"not a policy ({', '.join(policies)})"))
         return out

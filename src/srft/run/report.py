@@ -5,7 +5,7 @@ policy), critic agreement with gold labels (when there are any; `srft.critic.eva
 comparison table with CIs and the forest plot (`srft.compare.render`), and example trajectories with each step
 coloured by its label and struck through where the policy masks it.
 
-    collect(recipe, dep_dirs) -> dict     read the node folders of a run (I/O)
+    collect(recipe, dep_dirs) -> dict     read the node folders of a run (I/O; where files sit: srft.run.layout)
     render(data) -> str                   the page (pure: Jinja2 with autoescape, template in srft/templates/)
     write_report(recipe, dep_dirs, path)  both, written atomically; returns a small summary
 The page holds no script, so it renders anywhere (and a browser has no console error to report).
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from srft.io import atomic_write_text
 from srft.model import LABELS, Trajectory
+from srft.run import layout
 
 if TYPE_CHECKING:
     from srft.run.recipe import Recipe
@@ -53,16 +54,16 @@ def collect(recipe: Recipe, dep_dirs: dict[str, Path]) -> dict[str, Any]:
     from srft.io import iter_trajectories
 
     ingest = _json(dep_dirs["ingest"] / "ingest_report.json") or {}
-    critic = _labels(dep_dirs["annotate"] / "annotations.jsonl", dep_dirs["ingest"]) if "annotate" in dep_dirs \
+    critic = _labels(dep_dirs["annotate"] / layout.ANNOTATIONS, dep_dirs["ingest"]) if "annotate" in dep_dirs \
         else {}
     gold = _gold(recipe, dep_dirs)
     trajectories = list(iter_trajectories(dep_dirs["ingest"]))
     policies = list(recipe.build.policies)
-    builds = {p: _json(dep_dirs[f"build/{p}"] / "build_report.json") for p in policies if f"build/{p}" in dep_dirs}
-    trains = {k.removeprefix("train/"): _json(d / "model" / "train_report.json")
+    builds = {p: _json(dep_dirs[f"build/{p}"] / layout.BUILD_REPORT) for p in policies if f"build/{p}" in dep_dirs}
+    trains = {k.removeprefix("train/"): _json(layout.train_report(d))
               for k, d in dep_dirs.items() if k.startswith("train/")}
-    compare = _json(dep_dirs["compare"] / "compare.json") if "compare" in dep_dirs else None
-    critic_eval = _json(dep_dirs["critic_eval"] / "critic_eval.json") if "critic_eval" in dep_dirs else None
+    compare = _json(dep_dirs["compare"] / layout.COMPARE) if "compare" in dep_dirs else None
+    critic_eval = _json(dep_dirs["critic_eval"] / layout.CRITIC_EVAL) if "critic_eval" in dep_dirs else None
     return {
         "title": recipe.report.title or recipe.run.name or "srft run",
         "note": recipe.report.note,
@@ -71,10 +72,10 @@ def collect(recipe: Recipe, dep_dirs: dict[str, Path]) -> dict[str, Any]:
         "policies": policy_rows(policies, builds, trains, compare),
         "build_warnings": _grouped_warnings(builds),
         "critic_eval": critic_eval,
-        "confusion_png": _png(dep_dirs["critic_eval"] / "confusion.png") if critic_eval else None,
+        "confusion_png": _png(dep_dirs["critic_eval"] / layout.CONFUSION_PNG) if critic_eval else None,
         "loss_png": loss_plot(trains),
         "compare": compare,
-        "forest_png": _png(dep_dirs["compare"] / "forest.png") if compare else None,
+        "forest_png": _png(dep_dirs["compare"] / layout.FOREST_PNG) if compare else None,
         "examples": examples(recipe, trajectories, critic, gold),
     }
 
@@ -88,10 +89,8 @@ def _labels(path: Path, store: Path) -> dict[tuple[str, int], Any]:
 
 
 def _gold(recipe: Recipe, dep_dirs: dict[str, Path]) -> dict[tuple[str, int], Any]:
-    from srft.run.nodes import GOLD_LABELS
-
     path = Path(recipe.annotate.gold) if recipe.annotate.gold else (
-        dep_dirs["gold"] / GOLD_LABELS if "gold" in dep_dirs else None)
+        dep_dirs["gold"] / layout.GOLD_LABELS if "gold" in dep_dirs else None)
     return _labels(path, dep_dirs["ingest"]) if path else {}
 
 

@@ -14,7 +14,6 @@ dependents are recorded as blocked, and every node that does not depend on it st
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -22,7 +21,7 @@ import os
 import shutil
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +32,7 @@ from srft.io import atomic_path, atomic_write_json
 log = logging.getLogger("srft.run")
 MANIFEST = "manifest.json"
 RESUME = ".resume"  # run_dir/.resume/<key>/<fingerprint>/: checkpoints of unfinished attempts
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 HASH_CACHE = ".srft-hash-cache.json"  # in the run dir: (path, size, mtime) -> sha256, so big inputs hash once
 
 Progress = Callable[[float | None, float | None, str | None], None]  # (completed, total, note)
@@ -66,10 +66,6 @@ class NodeContext:
         crash loses the temp folder, not hours of training. Removed by the node once it succeeds."""
         return self.run_dir / RESUME / self.node.key / self.fingerprint[:16]
 
-    def deps_of(self, stage: str) -> dict[str, Path]:
-        """Dependencies of one stage, e.g. every `train/...` folder: key -> folder, in dependency order."""
-        return {k: p for k, p in self.dep_dirs.items() if k == stage or k.startswith(stage + "/")}
-
 
 @dataclass
 class PlanItem:
@@ -95,6 +91,11 @@ class NodeResult:
 
 class Hooks:
     """What a front end (the rich display of `srft run`) hears from `Runner.run`; every method is optional."""
+
+    def __enter__(self) -> Hooks:
+        return self
+
+    def __exit__(self, *exc: Any) -> None: ...
 
     def start(self, node: Node, reason: str) -> None: ...
 
@@ -225,33 +226,91 @@ class Runner:
         self.hashes.save()
         return items
 
-    def run(self, force_from: str | None = None, hooks: Hooks | None = None) -> list[NodeResult]:
+    def run(self, force_from: str | None = None, hooks: Hooks | None = None, *, workers: int = 1,
+            threads: int | None = None) -> list[NodeResult]:
         """Run what is out of date, in order. Skips are decided when a node's turn comes (so a dependency that
-        re-ran but wrote identical bytes does not force its dependents); forced nodes' dependents always run."""
+        re-ran but wrote identical bytes does not force its dependents); forced nodes' dependents always run.
+        With `workers` > 1, up to that many nodes whose dependencies are done run at once, each in a worker
+        process (`threads` torch threads each); results come back in node order either way."""
         hooks = hooks or Hooks()
         results: dict[str, NodeResult] = {}
         forced: set[str] = set()
-        for node in self.nodes:
-            bad = [d for d in node.deps if results[d].status in ("failed", "blocked")]
-            if bad:
-                result = NodeResult(node.key, node.stage, "blocked", f"{bad[0]} {results[bad[0]].status}")
-            else:
-                up = [d for d in node.deps if d in forced]
-                if _matches(node, force_from) or up:
-                    forced.add(node.key)
-                    ok, reason = False, f"forced by --from {force_from}" if not up else f"upstream {up[0]} forced"
-                else:
-                    ok, reason = self.status(node)
-                if ok:
-                    manifest = read_manifest(self.folder(node.key)) or {}
-                    result = NodeResult(node.key, node.stage, "skipped", reason, summary=manifest.get("summary", {}))
-                else:
+        if workers > 1:
+            self._run_parallel(force_from, hooks, results, forced, workers, threads)
+        else:
+            for node in self.nodes:
+                result, reason = self._decide(node, results, forced, force_from)
+                if result is None:
                     hooks.start(node, reason)
                     result = self._attempt(node, reason, hooks)
-            results[node.key] = result
-            hooks.finish(result)
+                results[node.key] = result
+                hooks.finish(result)
         self.hashes.save()
-        return list(results.values())
+        return [results[n.key] for n in self.nodes]
+
+    def _decide(self, node: Node, results: dict[str, NodeResult], forced: set[str],
+                force_from: str | None) -> tuple[NodeResult | None, str]:
+        """(the blocked or skipped result, or None when the node must run; the reason)."""
+        bad = [d for d in node.deps if results[d].status in ("failed", "blocked")]
+        if bad:
+            reason = f"{bad[0]} {results[bad[0]].status}"
+            return NodeResult(node.key, node.stage, "blocked", reason), reason
+        up = [d for d in node.deps if d in forced]
+        if _matches(node, force_from) or up:
+            forced.add(node.key)
+            return None, f"forced by --from {force_from}" if not up else f"upstream {up[0]} forced"
+        ok, reason = self.status(node)
+        if not ok:
+            return None, reason
+        manifest = read_manifest(self.folder(node.key)) or {}
+        return NodeResult(node.key, node.stage, "skipped", reason, summary=manifest.get("summary", {})), reason
+
+    def _run_parallel(self, force_from: str | None, hooks: Hooks, results: dict[str, NodeResult], forced: set[str],
+                      workers: int, threads: int | None) -> None:
+        """Dispatch ready nodes (in list order) to a pool of spawned processes, `workers` at a time."""
+        import concurrent.futures as cf
+        import multiprocessing
+
+        logs = [h.baseFilename for h in logging.getLogger("srft").handlers if isinstance(h, logging.FileHandler)]
+        pool = cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=_init_worker, initargs=(threads, logs))
+        pending, running = list(self.nodes), {}
+        try:
+            while pending or running:
+                for node in [n for n in pending if all(d in results for d in n.deps)]:
+                    if len(running) >= workers:
+                        break
+                    pending.remove(node)
+                    result, reason = self._decide(node, results, forced, force_from)
+                    if result is None:
+                        hooks.start(node, reason)
+                        fp, parts = self.fingerprint(node)
+                        job = pool.submit(execute, node, fp, parts, self.run_dir, self._dep_dirs(node))
+                        running[job] = (node, reason, time.time())
+                        continue
+                    results[node.key] = result
+                    hooks.finish(result)
+                done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED) if running else ((), ())
+                for job in done:
+                    node, reason, start = running.pop(job)
+                    results[node.key] = self._collect(job, node, reason, start)
+                    hooks.finish(results[node.key])
+        finally:
+            # A stop (Ctrl-C, SIGTERM) must not leave workers training on: end them; their temp folders are
+            # removed by the next run of those nodes. The pool offers no public way to reach its processes.
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _collect(self, job: Any, node: Node, reason: str, start: float) -> NodeResult:
+        try:
+            manifest = job.result()
+        except Exception as exc:  # noqa: BLE001 - node boundary: record, block dependents, carry on
+            text = "".join(traceback.format_exception(exc))
+            log.error("%s failed after %.1f s: %s\n%s", node.key, time.time() - start, exc, text)
+            return NodeResult(node.key, node.stage, "failed", reason, time.time() - start,
+                              error=f"{type(exc).__name__}: {exc}")
+        return NodeResult(node.key, node.stage, "ran", reason, manifest["seconds"], summary=manifest["summary"])
 
     def _attempt(self, node: Node, reason: str, hooks: Hooks) -> NodeResult:
         start = time.time()
@@ -263,26 +322,49 @@ class Runner:
                               error=f"{type(exc).__name__}: {exc}")
         return NodeResult(node.key, node.stage, "ran", reason, manifest["seconds"], summary=manifest["summary"])
 
+    def _dep_dirs(self, node: Node) -> dict[str, Path]:
+        return {d: self.folder(d) for d in node.deps}
+
     def run_node(self, node: Node, progress: Progress | None = None) -> dict[str, Any]:
-        """Run one node into a temp folder and move it into place with its manifest (last file written)."""
+        """Run one node in this process into a temp folder and move it into place with its manifest."""
         fp, parts = self.fingerprint(node)
-        final = self.folder(node.key)
-        for stale in final.parent.glob(f".{final.name}.tmp-*"):  # left by a killed run (SIGKILL, power loss)
-            shutil.rmtree(stale, ignore_errors=True)
-        start = time.time()
-        log.info("%s: start (options %s)", node.key, json.dumps(node.options, sort_keys=True, default=str))
-        with atomic_path(final, directory=True) as tmp:
-            ctx = NodeContext(node, tmp, self.run_dir, {d: self.folder(d) for d in node.deps}, console=self.console,
-                              fingerprint=fp)
-            if progress is not None:
-                ctx.progress = progress
-            summary = node.fn(ctx) or {}
-            manifest = {"key": node.key, "fingerprint": fp, "parts": parts, "summary": summary,
-                        "srft_version": srft.__version__, "started": start, "seconds": round(time.time() - start, 3),
-                        "output_hash": hash_path(tmp)}
-            atomic_write_json(tmp / MANIFEST, manifest)
-        log.info("%s: done in %.1f s", node.key, manifest["seconds"])
-        return manifest
+        return execute(node, fp, parts, self.run_dir, self._dep_dirs(node), progress, self.console)
+
+
+def execute(node: Node, fp: str, parts: dict[str, Any], run_dir: Path, dep_dirs: dict[str, Path],
+            progress: Progress | None = None, console: Any = None) -> dict[str, Any]:
+    """Run `node` into a temp folder renamed to run_dir/<key> once the work and the manifest (the last file
+    written) are complete; return the manifest. Module-level, so a worker process can run it."""
+    final = run_dir / node.key
+    for stale in final.parent.glob(f".{final.name}.tmp-*"):  # left by a killed run (SIGKILL, power loss)
+        shutil.rmtree(stale, ignore_errors=True)
+    start = time.time()
+    log.info("%s: start (options %s)", node.key, json.dumps(node.options, sort_keys=True, default=str))
+    with atomic_path(final, directory=True) as tmp:
+        ctx = NodeContext(node, tmp, run_dir, dep_dirs, console=console, fingerprint=fp)
+        if progress is not None:
+            ctx.progress = progress
+        summary = node.fn(ctx) or {}
+        manifest = {"key": node.key, "fingerprint": fp, "parts": parts, "summary": summary,
+                    "srft_version": srft.__version__, "started": start, "seconds": round(time.time() - start, 3),
+                    "output_hash": hash_path(tmp)}
+        atomic_write_json(tmp / MANIFEST, manifest)
+    log.info("%s: done in %.1f s", node.key, manifest["seconds"])
+    return manifest
+
+
+def _init_worker(threads: int | None, log_files: list[str]) -> None:
+    """A worker process: the run's torch threads, and its log lines appended to the run's log."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    logger = logging.getLogger("srft")
+    logger.setLevel(logging.INFO)
+    for path in log_files:
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        logger.addHandler(handler)
 
 
 def _why_changed(old: dict[str, Any], new: dict[str, Any]) -> str:
@@ -303,94 +385,5 @@ def _why_changed(old: dict[str, Any], new: dict[str, Any]) -> str:
     return "fingerprint changed"
 
 
-class RichHooks(Hooks):
-    """One rich progress display across all nodes: an overall bar, the running node's own bar, and one line per
-    node as it finishes (printed above the bars, so a log of the run remains in the terminal)."""
-
-    def __init__(self, console: Any, total: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, \
-            TimeElapsedColumn
-
-        self.console = console
-        self.bar = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-                            MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[note]}"),
-                            console=console, transient=True)
-        self.overall = self.bar.add_task("srft run", total=total, note="")
-        self.current: int | None = None
-
-    def __enter__(self) -> RichHooks:
-        self.bar.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.bar.stop()
-
-    def start(self, node: Node, reason: str) -> None:
-        self.current = self.bar.add_task(node.key, total=None, note=reason)
-
-    def progress(self, node: Node, completed: float | None, total: float | None, note: str | None) -> None:
-        if self.current is not None:
-            self.bar.update(self.current, completed=completed, total=total, **({"note": note} if note else {}))
-
-    def finish(self, result: NodeResult) -> None:
-        if self.current is not None:
-            self.bar.remove_task(self.current)
-            self.current = None
-        self.bar.advance(self.overall)
-        mark, style = {"ran": ("ran ", "green"), "skipped": ("skip", "dim"), "failed": ("FAIL", "red"),
-                       "blocked": ("blkd", "yellow")}[result.status]
-        detail = result.error or ", ".join(f"{k}={_short(v)}" for k, v in list(result.summary.items())[:6])
-        took = f" {result.seconds:.1f}s" if result.status == "ran" else ""
-        self.console.print(f"{mark} {result.key:<28}{took}  ({result.reason}) {detail}", style=style,
-                           markup=False, highlight=False, soft_wrap=True)
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    text = json.dumps(value, default=str) if not isinstance(value, str) else value
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 class RunLocked(RuntimeError):
     """Another `srft run` holds the run directory."""
-
-
-@contextlib.contextmanager
-def run_guard(run_dir: Path, log_file: Path) -> Iterator[None]:
-    """Around a run: one `srft run` per run directory at a time (a lock file); the `srft` loggers appended to
-    `log_file`; SIGTERM turned into SystemExit so a killed run still removes its temp folder (SIGKILL cannot be
-    caught: the next run of that node removes what it left)."""
-    import fcntl
-    import signal
-    import threading
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = open(run_dir / ".lock", "w")  # noqa: SIM115 - held for the whole block
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        raise RunLocked(f"{run_dir}: another `srft run` is using this run directory") from None
-    handler = logging.FileHandler(log_file, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger = logging.getLogger("srft")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if main else None
-    try:
-        yield
-    finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous)
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-        handler.close()
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        lock.close()
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)

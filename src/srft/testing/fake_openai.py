@@ -3,28 +3,33 @@
 Used by the tests (429/500/slow/truncated/non-JSON/wrong-count faults, the SIGKILL resume test) and by the
 throughput benchmark; also runnable for demos: `python -m srft.testing.fake_openai --port 8011 --delay 0.5`.
 
-It answers `POST /v1/chat/completions` with a valid critic answer for the steps the request asks about (read
-from the JSON schema in `response_format`, else from the prompt's "each step A to B"). Every step is labelled
-`good` unless its prompt text contains a `label:<name>` hint. A `plan(request)` hook may return a `Reply` to
-inject a fault instead; every request is recorded (with its attempt number and timing) for the tests to count.
+It answers `POST /v1/chat/completions` with a valid critic answer for the steps the request asks about, read
+from the answer's JSON schema in `response_format` (a request without one, such as a probe, gets "yes"). Every
+step is labelled `good` unless the request's messages hold a hint `label@<step>:<name>` for it, written into a
+trajectory by the test that built it. A hint may list several labels, `label@3:mistake,good,mistake`: a request
+with `seed` s answers the (s mod n)-th (so K samples with seeds 0..K-1 vote over the list), and with
+`logprobs: true` the label's token carries the list's shares as its top log-probabilities (unless the server was
+started with `logprobs=False`, like servers that ignore the field). A `plan(request)` hook may return a `Reply`
+to inject a fault instead; every request is recorded (with its attempt number and timing) for the tests to count.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 from srft.critic.parse import schema_steps
 
-_RANGE = re.compile(r"exactly one entry for each step (\d+) to (\d+)")
-_STEP = re.compile(r"^### Step (\d+)(.*?)(?=^### Step |\Z|^## )", re.S | re.M)
-_HINT = re.compile(r"label:(good|unnecessary|mistake|recover)")
+_HINT = re.compile(r"label@(\d+):((?:good|unnecessary|mistake|recover)(?:,(?:good|unnecessary|mistake|recover))*)")
+_TOKEN = re.compile(r"\w+|\s+|[^\w\s]")  # the fake tokenizer: words, runs of space, single symbols
 
 
 @dataclass
@@ -47,10 +52,12 @@ class Request:
     def steps(self) -> list[int]:
         fmt = self.body.get("response_format") or {}
         schema = fmt.get("schema") or (fmt.get("json_schema") or {}).get("schema")
-        if schema:
-            return schema_steps(schema)
-        m = _RANGE.search(self.prompt)
-        return list(range(int(m.group(1)), int(m.group(2)) + 1)) if m else []
+        return schema_steps(schema) if schema else []
+
+    def hints(self) -> dict[int, list[str]]:
+        """step -> the labels its hint lists (in every message of the request: prompt and re-ask)."""
+        text = "\n".join(str(m.get("content") or "") for m in self.body["messages"])
+        return {int(m.group(1)): m.group(2).split(",") for m in _HINT.finditer(text)}
 
 
 @dataclass
@@ -64,17 +71,41 @@ class Reply:
 
 
 def answer_text(request: Request) -> str:
-    """The valid answer: every asked step once, labelled by its `label:` hint or `good`."""
-    hints = {int(m.group(1)): _HINT.search(m.group(2)) for m in _STEP.finditer(request.prompt)}
-    steps = [{"step": n, "label": hints[n].group(1) if hints.get(n) else "good", "reason": f"step {n} judged"}
-             for n in request.steps]
+    """The valid answer: every asked step once, labelled by its hint (the seed picks among several) or `good`."""
+    if not request.body.get("response_format"):
+        return "yes"  # e.g. a probe for log-probabilities
+    hints, seed = request.hints(), int(request.body.get("seed") or 0)
+    steps = [{"step": n, "label": hints[n][seed % len(hints[n])] if n in hints else "good",
+              "reason": f"step {n} judged"} for n in request.steps]
     return json.dumps({"steps": steps})
 
 
-def completion_body(request: Request, content: str) -> bytes:
+def token_logprobs(request: Request, content: str) -> list[dict[str, Any]]:
+    """The answer's tokens in OpenAI's `logprobs.content` shape: a label token's alternatives are the labels its
+    hint lists, with their shares; every other token is certain."""
+    hints, k = request.hints(), int(request.body.get("top_logprobs") or 1)
+    label_at = {m.end() for m in re.finditer(r'"label": "', content)}  # where json.dumps put each label value
+    steps = iter(request.steps)
+    out, pos = [], 0
+    for token in _TOKEN.findall(content):
+        share = {token: 1.0}
+        if pos in label_at:
+            listed = hints.get(next(steps, -1), [token])
+            share = {lab: listed.count(lab) / len(listed) for lab in dict.fromkeys(listed)}
+        pos += len(token)
+        alternatives = sorted(share.items(), key=lambda kv: -kv[1])[:k]
+        out.append({"token": token, "logprob": math.log(share.get(token, 1e-6)), "bytes": None,
+                    "top_logprobs": [{"token": t, "logprob": math.log(p), "bytes": None} for t, p in alternatives]})
+    return out
+
+
+def completion_body(request: Request, content: str, logprobs: bool = True) -> bytes:
+    choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": content},
+                              "finish_reason": "stop"}
+    if logprobs and request.body.get("logprobs"):
+        choice["logprobs"] = {"content": token_logprobs(request, content)}
     return json.dumps({
-        "id": "fake", "object": "chat.completion", "model": request.body.get("model"),
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "id": "fake", "object": "chat.completion", "model": request.body.get("model"), "choices": [choice],
         "usage": {"prompt_tokens": len(request.prompt) // 4, "completion_tokens": len(content) // 4},
     }).encode()
 
@@ -83,8 +114,8 @@ class FakeCriticServer:
     """`with FakeCriticServer(delay_s=..., plan=...) as server: ... server.url ... server.requests`."""
 
     def __init__(self, *, delay_s: float = 0.0, plan: Callable[[Request], Reply | None] | None = None,
-                 host: str = "127.0.0.1", port: int = 0):
-        self.delay_s, self.plan = delay_s, plan
+                 host: str = "127.0.0.1", port: int = 0, logprobs: bool = True):
+        self.delay_s, self.plan, self.logprobs = delay_s, plan, logprobs
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer((host, port), self._handler())
@@ -109,7 +140,7 @@ class FakeCriticServer:
         reply = reply or Reply()
         if reply.status == 200 and reply.body is None:
             content = reply.content if reply.content is not None else answer_text(request)
-            reply.body = completion_body(request, content)
+            reply.body = completion_body(request, content, self.logprobs)
         reply.delay_s = reply.delay_s or self.delay_s
         return reply
 

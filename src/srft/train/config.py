@@ -5,7 +5,7 @@ Pure (no torch): `srft --help` and recipe validation import this without loading
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -45,6 +45,11 @@ class TrainConfig(BaseModel):
     batch_tokens: int | None = Field(None, ge=1, description="Padded tokens per micro-batch: rows are grouped by "
                                      "length and packed up to this budget (replaces batch_size).")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step (per process).")
+    global_batch: int | None = Field(None, ge=1, description="Rows per optimizer step over all processes "
+                                     "(micro-batches with batch_tokens); sets grad_accum from the process count, "
+                                     "so one config trains identically on 1 or N processes.")
+    packing: bool = Field(False, description="Concatenate each micro-batch's rows into one sequence of at most "
+                          "batch_tokens (no padding; positions restart and attention stays inside each row).")
     max_length: int | None = Field(None, ge=2, description="Truncate longer rows to this many tokens (counted).")
 
     loss_norm: LossNorm = Field("token", description="What the loss averages over in the global batch: trained "
@@ -68,7 +73,32 @@ class TrainConfig(BaseModel):
     def _check(self) -> TrainConfig:
         if self.max_steps is not None and self.budget_tokens is not None:
             raise ValueError("set either max_steps or budget_tokens, not both")
+        if self.global_batch is not None and self.grad_accum != 1:
+            raise ValueError("set either grad_accum or global_batch, not both (global_batch derives grad_accum)")
+        if self.global_batch is not None and self.global_batch % self.rows_per_micro_batch():
+            raise ValueError(f"global_batch {self.global_batch} is not a multiple of batch_size {self.batch_size}")
+        if self.packing and self.batch_tokens is None:
+            raise ValueError("packing needs batch_tokens (the length of one packed sequence)")
         return self
+
+    def rows_per_micro_batch(self) -> int:
+        """What one micro-batch counts toward global_batch: batch_size rows, or 1 micro-batch with batch_tokens."""
+        return 1 if self.batch_tokens is not None else self.batch_size
+
+    def step_shape(self, world_size: int) -> tuple[int, int]:
+        """(grad_accum per process, micro-batches per optimizer step over all processes) for `world_size`
+        processes; ValueError (one line, saying what to set) when the processes cannot split global_batch."""
+        if self.global_batch is None:
+            return self.grad_accum, self.grad_accum * world_size
+        slots = self.global_batch // self.rows_per_micro_batch()
+        if slots % world_size:
+            of = "" if self.batch_tokens is not None else \
+                f" of {self.batch_size} row{'s' if self.batch_size > 1 else ''}"
+            raise ValueError(f"global_batch {self.global_batch} cannot be split over {world_size} processes: its "
+                             f"{slots} micro-batches{of} per step are not a multiple of {world_size}; set "
+                             f"global_batch to a multiple of {world_size * self.rows_per_micro_batch()} or launch a "
+                             f"process count that divides {slots}")
+        return slots // world_size, slots
 
     def resolved_lr(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.method]
@@ -88,3 +118,39 @@ def parse_lora(spec: str) -> dict[str, float]:
     except ValueError as exc:
         raise ValueError(f"--lora expects numbers 'r[,alpha[,dropout]]', got {spec!r}") from exc
     return out
+
+
+def config_from_cli(config_file: str | None, flags: dict[str, Any], sets: list[str] | None = None) -> TrainConfig:
+    """`srft train`'s options merged in order: a --config file (YAML or JSON), then the flags given (None = not
+    given; `lora` is 'r,alpha,dropout', `full` a bool, `lora_targets` comma-separated), then `--set key=value`."""
+    from pathlib import Path
+
+    from srft.config import apply_overrides, load_yaml, validate
+
+    fields = load_yaml(Path(config_file).read_text(encoding="utf-8")) if config_file else {}
+    if not isinstance(fields, dict):
+        raise ValueError(f"--config {config_file}: expected a mapping of TrainConfig fields, got "
+                         f"{type(fields).__name__}")
+    flags = {k: v for k, v in flags.items() if v is not None}
+    lora, full, targets = flags.pop("lora", None), flags.pop("full", False), flags.get("lora_targets")
+    if full and lora:
+        raise ValueError("--full and --lora exclude each other; give one")
+    if targets and targets != "all-linear":
+        flags["lora_targets"] = [t.strip() for t in targets.split(",") if t.strip()]
+    fields.update(flags)
+    if full:
+        fields["method"] = "full"
+    if lora:
+        fields.update(method="lora", **parse_lora(lora))
+    return validate(TrainConfig, apply_overrides(fields, sets or [], option="--set"))
+
+
+def train_ok(report: dict[str, Any], skip_bad: bool = False) -> bool:
+    """Full success: no dataset row was dropped as malformed (rows with nothing to train are fine), unless the
+    user accepts drops with --skip-bad."""
+    return skip_bad or not bad_drops(report)
+
+
+def bad_drops(report: dict[str, Any]) -> dict[str, int]:
+    """Dropped rows by reason, leaving out rows that simply had no trained tokens."""
+    return {k: v for k, v in report["dataset"]["drops"].items() if k != "no_trained_tokens"}

@@ -2,11 +2,12 @@
 
 Shapes (one row of `BUILD_DIR/dataset/`, see DEVELOPERS.md "Build dataset"):
   input_ids     [T] int       the whole rendered trajectory, masked steps included (they stay in context)
-  labels        [T] int       = input_ids where trained, IGNORE (-100) elsewhere; unshifted (the model shifts)
-  loss_weights  [T] float     optional soft weights (0 wherever labels is IGNORE)
+  labels        [T] int       = input_ids where trained, IGNORE_INDEX (-100, srft.dataset.masks) elsewhere;
+                              unshifted (the model shifts)
+  loss_weights  [T] float     optional soft weights (0 wherever labels is IGNORE_INDEX)
   step_spans    [{step, start, end, weight}]  token range of each step's trained text
 
-Loss coefficients. Position p (p >= 1, labels[p] != IGNORE) is predicted from positions < p and gets
+Loss coefficients. Position p (p >= 1, labels[p] != IGNORE_INDEX) is predicted from positions < p and gets
 coefficient c[p]; the micro-batch contributes sum_p c[p] * CE_p, and the optimizer step divides the sum over all
 its micro-batches (and processes) by the number of *units* in the global batch:
   token     c = w            units = trained tokens        (plain token-mean; what TRL and HF compute)
@@ -20,14 +21,15 @@ trains at half strength). Trained tokens outside every step span form one extra 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-IGNORE = -100
+from srft.dataset.masks import IGNORE_INDEX
+
 REQUIRED = ("input_ids", "labels")
 OPTIONAL = ("loss_weights", "step_spans")
 
@@ -91,7 +93,7 @@ def _row_problem(ids: np.ndarray, labels: np.ndarray, weights: np.ndarray | None
         return "empty"
     if len(labels) != len(ids):
         return "labels_length_mismatch"
-    trained = labels != IGNORE
+    trained = labels != IGNORE_INDEX
     # Labels are unshifted: a trained position must hold its own input id. Anything else is usually labels that
     # were shifted upstream, which would silently train every token on its successor.
     if np.any(labels[trained] != ids[trained]):
@@ -124,7 +126,7 @@ def check_rows(ds, max_length: int | None) -> RowCheck:
         n = len(ids)
         if max_length is not None and n > max_length:
             n, check.truncated = max_length, check.truncated + 1
-        n_trained = int(np.count_nonzero(labels[1:n] != IGNORE))
+        n_trained = int(np.count_nonzero(labels[1:n] != IGNORE_INDEX))
         if n_trained == 0:
             check.drop(i, "no_trained_tokens")
             continue
@@ -137,7 +139,7 @@ def check_rows(ds, max_length: int | None) -> RowCheck:
 def row_coefficients(labels: np.ndarray, weights: np.ndarray | None, spans: Sequence[dict] | None,
                      loss_norm: str) -> tuple[np.ndarray, int]:
     """Per-position loss coefficients c[T] and the number of units this row adds (see the module docstring)."""
-    trained = labels != IGNORE
+    trained = labels != IGNORE_INDEX
     trained[0] = False  # position 0 has no prefix to predict it from
     w = np.where(trained, 1.0 if weights is None else weights, 0.0).astype(np.float64)
     n = int(trained.sum())
@@ -159,97 +161,82 @@ def row_coefficients(labels: np.ndarray, weights: np.ndarray | None, spans: Sequ
 
 
 class Collator:
-    """Rows -> padded tensors: input_ids, attention_mask, labels, loss_coef [B, T]; n_units/n_trained/n_input."""
+    """Rows -> the tensors of one micro-batch, plus its counts: n_units (loss denominators), n_trained (trained
+    tokens), n_input (real tokens), n_positions (tensor positions, padding included), n_rows.
 
-    def __init__(self, pad_id: int, loss_norm: str, max_length: int | None = None):
-        self.pad_id, self.loss_norm, self.max_length = pad_id, loss_norm, max_length
-
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-
-        cut = self.max_length
-        ids = [np.asarray(r["input_ids"], dtype=np.int64)[:cut] for r in rows]
-        width = max(len(x) for x in ids)
-        batch_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
-        batch_labels = np.full((len(rows), width), IGNORE, dtype=np.int64)
-        mask = np.zeros((len(rows), width), dtype=np.int64)
-        coef = np.zeros((len(rows), width), dtype=np.float32)
-        n_units = 0
-        for b, (row, x) in enumerate(zip(rows, ids, strict=True)):
-            n = len(x)
-            labels = np.asarray(row["labels"], dtype=np.int64)[:n]
-            weights = row.get("loss_weights")
-            weights = None if weights is None else np.asarray(weights, dtype=np.float64)[:n]
-            spans = row.get("step_spans")
-            if spans is not None and cut is not None:
-                spans = [{**s, "start": min(s["start"], n), "end": min(s["end"], n)} for s in spans]
-            c, u = row_coefficients(labels, weights, spans, self.loss_norm)
-            batch_ids[b, :n], batch_labels[b, :n], mask[b, :n], coef[b, :n] = x, labels, 1, c
-            n_units += u
-        return {"input_ids": torch.from_numpy(batch_ids), "attention_mask": torch.from_numpy(mask),
-                "labels": torch.from_numpy(batch_labels), "loss_coef": torch.from_numpy(coef),
-                "n_units": torch.tensor(float(n_units)),
-                "n_trained": torch.tensor(int((batch_labels[:, 1:] != IGNORE).sum())),
-                "n_input": torch.tensor(int(mask.sum()))}
-
-
-class BatchPlan:
-    """Deterministic micro-batches of dataset indices (a DataLoader batch_sampler).
-
-    batch_size mode: a fresh seeded permutation per epoch, cut into batch_size rows.
-    batch_tokens mode: rows sorted by length (seeded tie-break) and packed greedily while
-    rows x longest <= batch_tokens (a longer row is a batch alone); the composition is fixed, so every epoch
-    has the same number of batches (the Trainer sizes its schedule from that), and only the order is reshuffled.
+    padded (default): input_ids, attention_mask, labels, loss_coef [B, T], T = the longest row.
+    packed: the rows concatenated into one sequence: input_ids, position_ids (restarting at 0 in every row),
+    labels, loss_coef [1, sum of lengths] and no attention_mask, from which transformers keeps attention inside
+    each row (a block-diagonal causal mask for SDPA/eager, variable-length kernels for flash-attention). A row's
+    first position never carries loss, so no row is trained on the row before it.
+    A filler micro-batch (`[None]`, see plan.py) is two padding tokens with no loss.
     """
 
-    def __init__(self, lengths: Sequence[int], *, batch_size: int = 1, batch_tokens: int | None = None,
-                 seed: int = 0):
-        self.lengths, self.batch_size, self.batch_tokens, self.seed = list(lengths), batch_size, batch_tokens, seed
-        self.epoch = 0
-        self._fixed = self._pack() if batch_tokens is not None else None
+    def __init__(self, pad_id: int, loss_norm: str, max_length: int | None = None, packing: bool = False):
+        self.pad_id, self.loss_norm, self.max_length, self.packing = pad_id, loss_norm, max_length, packing
 
-    def _pack(self) -> list[list[int]]:
-        rng = np.random.default_rng([self.seed, 1 << 20])
-        order = sorted(range(len(self.lengths)), key=lambda i: (self.lengths[i], rng.random()))
-        batches, current, longest = [], [], 0
-        for i in order:
-            grown = max(longest, self.lengths[i])
-            if current and grown * (len(current) + 1) > self.batch_tokens:
-                batches.append(current)
-                current, grown = [], self.lengths[i]
-            current.append(i)
-            longest = grown
-        if current:
-            batches.append(current)
-        return batches
+    def _row(self, row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """One row cut to max_length -> (ids, labels, coefficients, units)."""
+        ids = np.asarray(row["input_ids"], dtype=np.int64)[:self.max_length]
+        n = len(ids)
+        labels = np.asarray(row["labels"], dtype=np.int64)[:n]
+        weights = row.get("loss_weights")
+        weights = None if weights is None else np.asarray(weights, dtype=np.float64)[:n]
+        spans = row.get("step_spans")
+        if spans is not None and self.max_length is not None:
+            spans = [{**s, "start": min(s["start"], n), "end": min(s["end"], n)} for s in spans]
+        coef, units = row_coefficients(labels, weights, spans, self.loss_norm)
+        return ids, labels, coef.astype(np.float32), units
 
-    def batches(self, epoch: int) -> list[list[int]]:
-        rng = np.random.default_rng([self.seed, epoch])
-        if self._fixed is not None:
-            return [self._fixed[j] for j in rng.permutation(len(self._fixed))]
-        perm = rng.permutation(len(self.lengths)).tolist()
-        return [perm[k:k + self.batch_size] for k in range(0, len(perm), self.batch_size)]
+    def __call__(self, rows: list[dict[str, Any] | None]) -> dict[str, Any]:
+        import torch
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        if all(r is None for r in rows):
+            return self.filler()
+        parts = [self._row(r) for r in rows]
+        counts = {"n_units": torch.tensor(float(sum(p[3] for p in parts))),
+                  "n_trained": torch.tensor(sum(int(np.count_nonzero(p[1][1:] != IGNORE_INDEX)) for p in parts)),
+                  "n_input": torch.tensor(sum(len(p[0]) for p in parts)), "n_rows": torch.tensor(len(parts))}
+        if self.packing:
+            cat = [torch.from_numpy(np.concatenate([p[k] for p in parts]))[None] for k in range(3)]
+            positions = torch.from_numpy(np.concatenate([np.arange(len(p[0])) for p in parts]))[None]
+            return {"input_ids": cat[0], "position_ids": positions, "labels": cat[1], "loss_coef": cat[2],
+                    **counts, "n_positions": torch.tensor(cat[0].shape[1])}
+        width = max(len(p[0]) for p in parts)
+        batch_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        batch_labels = np.full((len(rows), width), IGNORE_INDEX, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        coef = np.zeros((len(rows), width), dtype=np.float32)
+        for b, (ids, labels, c, _) in enumerate(parts):
+            batch_ids[b, :len(ids)], batch_labels[b, :len(ids)], mask[b, :len(ids)], coef[b, :len(ids)] = \
+                ids, labels, 1, c
+        return {"input_ids": torch.from_numpy(batch_ids), "attention_mask": torch.from_numpy(mask),
+                "labels": torch.from_numpy(batch_labels), "loss_coef": torch.from_numpy(coef), **counts,
+                "n_positions": torch.tensor(batch_ids.size)}
 
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches(self.epoch))
+    def filler(self) -> dict[str, Any]:
+        import torch
+
+        zero = torch.tensor(0)
+        return {"input_ids": torch.full((1, 2), self.pad_id), "attention_mask": torch.ones(1, 2, dtype=torch.long),
+                "labels": torch.full((1, 2), IGNORE_INDEX), "loss_coef": torch.zeros(1, 2),
+                "n_units": torch.tensor(0.0), "n_trained": zero, "n_input": zero, "n_rows": zero,
+                "n_positions": zero}
+
+
+class PlanRows:
+    """The kept rows as the DataLoader reads them: a plan's micro-batch of indices -> rows (FILLER -> None)."""
+
+    def __init__(self, ds):
+        self.ds = ds
 
     def __len__(self) -> int:
-        return len(self._fixed) if self._fixed is not None else -(-len(self.lengths) // self.batch_size)
+        return len(self.ds)
 
+    def __getitem__(self, i: int) -> dict[str, Any] | None:
+        return None if i < 0 else self.ds[int(i)]
 
-def steps_for_budget(plan: BatchPlan, tokens: Sequence[int], budget: int, batches_per_step: int,
-                     max_epochs: int = 100_000) -> tuple[int, int]:
-    """Optimizer steps until the cumulative `tokens` (per dataset row) first reach `budget`, walking the plan's
-    epochs in order; returns (steps, tokens those steps consume). Exact because the plan is deterministic."""
-    total, steps = 0, 0
-    for epoch in range(max_epochs):
-        batches = plan.batches(epoch)
-        for k in range(0, len(batches), batches_per_step):
-            total += sum(tokens[i] for b in batches[k:k + batches_per_step] for i in b)
-            steps += 1
-            if total >= budget:
-                return steps, total
-    raise DatasetError(f"budget of {budget} tokens not reached in {max_epochs} epochs")
+    def __getitems__(self, keys: list[int]) -> list[dict[str, Any] | None]:
+        if any(k < 0 for k in keys):
+            return [self[k] for k in keys]
+        return self.ds.__getitems__(keys)

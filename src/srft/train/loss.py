@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers.modeling_outputs import CausalLMOutput
 
+from srft.dataset.masks import IGNORE_INDEX
+
 
 @dataclass
 class HeadInputs:
@@ -52,11 +54,11 @@ def _weighted_ce(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Ten
 def _dense_loss(logits: torch.Tensor, h: HeadInputs) -> torch.Tensor:
     """The no-skipping reference: CE over every position of logits [B, T-1, V] (ignored ones skipped by the
     kernel's ignore_index), as HF's own loss computes it; coefficients scattered back to [B, T-1]."""
-    targets = torch.full(logits.shape[:2], -100, dtype=torch.long, device=logits.device)
+    targets = torch.full(logits.shape[:2], IGNORE_INDEX, dtype=torch.long, device=logits.device)
     targets[h.rows, h.cols] = h.targets
     coef = torch.zeros(logits.shape[:2], dtype=torch.float32, device=logits.device)
     coef[h.rows, h.cols] = h.coef.float()
-    ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="none")
+    ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none")
     return (ce * coef.flatten()).sum()
 
 

@@ -37,8 +37,9 @@ def dataset_fingerprint(path: Path) -> str:
 
 
 def loss_curve(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per logged optimizer step: step, loss, learning rate, grad norm, cumulative token counts."""
-    keep = ("step", "loss", "learning_rate", "grad_norm", "input_tokens", "trained_tokens", "epoch")
+    """One entry per logged optimizer step: step, loss, learning rate, grad norm, cumulative counts over every
+    process (input tokens, trained tokens, rows)."""
+    keep = ("step", "loss", "learning_rate", "grad_norm", "input_tokens", "trained_tokens", "rows", "epoch")
     return [{k: entry[k] for k in keep if k in entry} for entry in log_history if "loss" in entry]
 
 
@@ -65,3 +66,70 @@ def plot_loss(curve: list[dict[str, Any]], path: Path, title: str) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", metadata={"Software": None})
     plt.close(fig)
+
+
+def _numel(p) -> int:
+    return int(getattr(p, "ds_numel", 0) or p.numel())  # ZeRO-3 leaves an empty placeholder in p itself
+
+
+def build_report(prepared, config, out: Path, checkpoint: Path | None) -> dict[str, Any]:
+    """train_report.json. Counts are sums over every process (equal to a one-process run on the same plan);
+    tokens/s is the whole job's; `processes` lists each process's peaks. Every process must call this."""
+    from accelerate.utils import gather_object
+
+    import srft
+    from srft.train.launch import describe
+
+    trainer, check = prepared.trainer, prepared.check
+    curve = loss_curve(trainer.state.log_history)
+    params = list(trainer.model.parameters())
+    seconds, seen = trainer.session_seconds, trainer.seen
+    processes = gather_object([{"rank": trainer.args.process_index, "peak_rss_mb": peak_rss_mb(),
+                                "peak_gpu_mb": peak_gpu_mb()}])
+    step = prepared.record["plan"]
+    batch = {"micro_batches": step["micro_batches_per_step"], "grad_accum": trainer.args.gradient_accumulation_steps,
+             "batch_size": step["batch_size"], "batch_tokens": step["batch_tokens"], "packing": step["packing"],
+             "rows": step["micro_batches_per_step"] * step["batch_size"] if step["batch_size"] else None}
+    return {
+        "srft_version": srft.__version__, "out_dir": str(out), "config": config.model_dump(mode="json"),
+        "resolved": {"lr": config.resolved_lr(), "max_steps": trainer.state.max_steps,
+                     "world_size": trainer.args.world_size, "device": str(trainer.args.device),
+                     "grad_accum": trainer.args.gradient_accumulation_steps,
+                     "micro_batches_per_step": step["micro_batches_per_step"],
+                     "micro_batches_per_epoch": len(trainer.plan),
+                     "launch": describe(trainer.accelerator, trainer.args)},
+        "dataset": {"path": str(prepared.dataset_dir), "fingerprint": step["dataset"],
+                    "rows": prepared.rows_total, "rows_trained": len(check.kept),
+                    "drops": dict(sorted(check.drops.items())), "drop_examples": check.examples,
+                    "truncated_rows": check.truncated, "tokens": sum(check.lengths),
+                    "trained_tokens": sum(check.trained)},
+        "model": {"path": str(Path(config.model).resolve()), "method": config.method,
+                  "parameters": sum(_numel(p) for p in params),
+                  "trainable_parameters": sum(_numel(p) for p in params if p.requires_grad)},
+        "budget": prepared.budget, "resumed_from": str(checkpoint) if checkpoint else None,
+        "world_size": trainer.args.world_size, "global_batch": batch,
+        "steps": trainer.state.global_step, "epochs": trainer.state.epoch,
+        "rows_seen": seen["n_rows"], "tokens_seen": seen["n_input"], "trained_tokens": seen["n_trained"],
+        "padding_share": round(1 - seen["n_input"] / seen["n_positions"], 4) if seen["n_positions"] else None,
+        "train_seconds": round(seconds, 3),
+        "tokens_per_s": round(trainer.session_tokens / seconds, 1) if seconds else None,
+        "peak_rss_mb": max(p["peak_rss_mb"] for p in processes),
+        "peak_gpu_mb": max((p["peak_gpu_mb"] for p in processes if p["peak_gpu_mb"] is not None), default=None),
+        "processes": processes,
+        "first_loss": curve[0]["loss"] if curve else None, "final_loss": curve[-1]["loss"] if curve else None,
+        "loss_curve": curve,
+    }
+
+
+def summary_line(report: dict[str, Any], out: str | Path) -> str:
+    """The console's closing line: what was trained, by how many processes, how fast."""
+    data, batch = report["dataset"], report["global_batch"]
+    unit = f"{batch['rows']} rows" if batch["rows"] else f"{batch['micro_batches']} micro-batches"
+    procs = report["world_size"]
+    rss = ", ".join(f"{p['peak_rss_mb']:.0f}" for p in report["processes"])
+    gpu = [p["peak_gpu_mb"] for p in report["processes"] if p["peak_gpu_mb"] is not None]
+    return (f"trained {report['steps']} steps on {data['rows_trained']}/{data['rows']} rows with {procs} "
+            f"process{'es' if procs > 1 else ''} (global batch {unit}): loss {report['first_loss']:.4f} -> "
+            f"{report['final_loss']:.4f}, {report['trained_tokens']} trained of {report['tokens_seen']} tokens, "
+            f"{report['tokens_per_s']} tokens/s, peak RSS {rss} MB"
+            + (f", peak GPU {', '.join(f'{g:.0f}' for g in gpu)} MB" if gpu else "") + f" -> {out}")

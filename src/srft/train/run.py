@@ -9,6 +9,7 @@ Output layout (OUT appears only when training finished: the run works in `OUT.pa
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -18,9 +19,10 @@ from typing import Any
 import srft
 from srft.io import atomic_write_json
 from srft.train.config import TrainConfig
-from srft.train.data import BatchPlan, Collator, DatasetError, RowCheck, check_rows, dataset_path, load_dataset, \
-    steps_for_budget
-from srft.train.report import dataset_fingerprint, loss_curve, peak_gpu_mb, peak_rss_mb, plot_loss
+from srft.train.data import Collator, DatasetError, RowCheck, check_rows, dataset_path, load_dataset
+from srft.train.launch import enable_cpu_fsdp, launch_problems, requested
+from srft.train.plan import PLAN_FILE, BatchPlan, steps_for_budget
+from srft.train.report import build_report, plot_loss
 
 
 class TrainError(ValueError):
@@ -36,6 +38,7 @@ class Prepared:
     dataset_dir: Path
     rows_total: int
     budget: dict[str, Any] | None
+    record: dict[str, Any]  # the batch plan and launch, as written into every checkpoint (srft_plan.json)
 
 
 def validate(build_dir: str | Path, config: TrainConfig) -> list[str]:
@@ -48,19 +51,24 @@ def validate(build_dir: str | Path, config: TrainConfig) -> list[str]:
     elif not any((model / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
         problems.append(f"{model}: no tokenizer files next to the weights; save the tokenizer into the model dir")
     try:
-        dataset_path(build_dir)
+        data = dataset_path(build_dir)
     except DatasetError as exc:
         problems.append(str(exc))
+    else:
+        if not problems:  # the model's vocabulary and tokenizer against the build's (ids past the embedding)
+            from srft.dataset.vocab import model_problems
+
+            problems += model_problems(data, model)
     return problems
 
 
-def _training_args(work: Path, config: TrainConfig):
+def _training_args(work: Path, config: TrainConfig, grad_accum: int):
     import torch
     from transformers import TrainingArguments
 
     return TrainingArguments(
         output_dir=str(work / "checkpoints"), per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum, learning_rate=config.resolved_lr(),
+        gradient_accumulation_steps=grad_accum, learning_rate=config.resolved_lr(),
         lr_scheduler_type=config.lr_scheduler, warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm, num_train_epochs=config.epochs, max_steps=config.max_steps or -1,
         logging_steps=1, save_strategy="steps" if config.save_steps else "no", save_steps=config.save_steps or 500,
@@ -94,43 +102,90 @@ def load_model(config: TrainConfig):
 
 
 def build_trainer(build_dir: str | Path, work: str | Path, config: TrainConfig, *, callbacks=(),
-                  console=None) -> Prepared:
-    """Validate, load the data and the model, and return a Trainer ready for `.train()`."""
+                  console=None, resume_from: Path | None = None) -> Prepared:
+    """Validate (inputs, launch, resume point), load the data and the model, return a Trainer ready for
+    `.train()`. Every check runs before the model loads."""
     from transformers import AutoTokenizer, set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from srft.train.trainer import ConsoleProgress, SessionClock, SRFTTrainer
+    from srft.train.trainer import ConsoleProgress, PlanRecord, SessionClock, SRFTTrainer
 
-    problems = validate(build_dir, config)
+    problems = validate(build_dir, config) + launch_problems(config)
     if problems:
-        raise TrainError("cannot train:\n  - " + "\n  - ".join(problems))
+        raise TrainError("cannot train:\n  - " + "\n  - ".join(problems) if len(problems) > 1 else problems[0])
     ds, ds_dir = load_dataset(build_dir, config.loss_norm)
     check = check_rows(ds, config.max_length)
     if not check.kept:
         raise TrainError(f"{ds_dir}: no trainable rows; drops by reason {dict(check.drops)}, "
                          f"example rows {check.examples}")
-    args = _training_args(Path(work), config)  # before loading the model: ZeRO-3 must see it first
+    launch = requested()
+    grad_accum, per_step = config.step_shape(launch["world_size"])
+    record = plan_record(config, check, ds_dir, launch, per_step)
+    if resume_from is not None:
+        check_resume(resume_from, record)
+    args = _training_args(Path(work), config, grad_accum)  # before loading the model: ZeRO-3 must see it first
+    if args.world_size != launch["world_size"]:
+        raise TrainError(f"the launch announced {launch['world_size']} processes but {args.world_size} joined")
+    enable_cpu_fsdp()
     set_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     model = load_model(config)
     pad = next(t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if t is not None)
-    plan = BatchPlan(check.lengths, batch_size=config.batch_size, batch_tokens=config.batch_tokens, seed=config.seed)
+    plan = BatchPlan(check.lengths, batch_size=config.batch_size, batch_tokens=config.batch_tokens, seed=config.seed,
+                     packed=config.packing)
     budget = None
     if config.budget_tokens is not None:
         per_row = check.trained if config.budget_unit == "trained" else check.lengths
-        steps, reached = steps_for_budget(plan, per_row, config.budget_tokens, config.grad_accum * args.world_size)
+        steps, reached = steps_for_budget(plan, per_row, config.budget_tokens, per_step)
         args.max_steps = steps
         budget = {"unit": config.budget_unit, "tokens": config.budget_tokens, "steps": steps, "planned": reached}
     trainer = SRFTTrainer(model=model, args=args, train_dataset=ds.select(check.kept),
-                          data_collator=Collator(pad, config.loss_norm, config.max_length),
-                          processing_class=tokenizer, plan=plan, full_logits=not config.skip_untrained_logits,
-                          loss_chunk_tokens=config.loss_chunk_tokens, callbacks=list(callbacks))
-    trainer.add_callback(SessionClock(trainer))
+                          data_collator=Collator(pad, config.loss_norm, config.max_length, config.packing),
+                          processing_class=tokenizer, plan=plan, per_step=per_step,
+                          full_logits=not config.skip_untrained_logits, loss_chunk_tokens=config.loss_chunk_tokens,
+                          callbacks=list(callbacks))
+    for callback in (SessionClock(trainer), PlanRecord(record)):
+        trainer.add_callback(callback)
     for noisy in (ProgressCallback, PrinterCallback):  # they print to stdout, which --json reserves
         trainer.remove_callback(noisy)
     if console is not None:
         trainer.add_callback(ConsoleProgress(console))
-    return Prepared(trainer, check, ds_dir, len(ds), budget)
+    return Prepared(trainer, check, ds_dir, len(ds), budget, record)
+
+
+def plan_record(config: TrainConfig, check: RowCheck, ds_dir: Path, launch: dict[str, Any],
+                per_step: int) -> dict[str, Any]:
+    """What decides which rows each optimizer step trains (`plan`), and how the processes share it (`launch`)."""
+    from srft.train.report import dataset_fingerprint
+
+    plan = {"rows": len(check.kept), "dataset": dataset_fingerprint(ds_dir), "seed": config.seed,
+            "batch_size": None if config.batch_tokens else config.batch_size, "batch_tokens": config.batch_tokens,
+            "packing": config.packing, "max_length": config.max_length, "micro_batches_per_step": per_step}
+    return {"plan": plan, "launch": {"world_size": launch["world_size"], "mode": launch["mode"]}}
+
+
+def check_resume(checkpoint: Path, record: dict[str, Any]) -> None:
+    """Continue only a checkpoint that this run continues exactly: the same global batch plan (the processes may
+    differ under DDP, whose every process holds the whole optimizer state; FSDP and ZeRO-3 shard it per process,
+    so they resume with the same launcher and process count). One line, before any model loads."""
+    path = checkpoint / PLAN_FILE
+    if not path.is_file():
+        raise TrainError(f"resume: {checkpoint} has no {PLAN_FILE} (written by srft train with every checkpoint), "
+                         "so whether it continues exactly cannot be checked; start a new --out")
+    old = json.loads(path.read_text(encoding="utf-8"))
+    diffs = [f"{k} {old['plan'].get(k)} (this run: {v})" for k, v in record["plan"].items() if old["plan"].get(k) != v]
+    if diffs:
+        hint = " (grad_accum x processes; global_batch keeps it fixed across process counts)" \
+            if any(d.startswith("micro_batches_per_step") for d in diffs) else ""
+        raise TrainError(f"resume: {checkpoint.name} was written with {'; '.join(diffs)}{hint}; another batch plan "
+                         "would not continue the run exactly: use the same settings or start a new --out")
+    was, now = old["launch"], record["launch"]
+    sharded = {"fsdp", "deepspeed"} & {was["mode"], now["mode"]}
+    if sharded and (was["mode"], was["world_size"]) != (now["mode"], now["world_size"]):
+        raise TrainError(f"resume: {checkpoint.name} was written by {was['world_size']} process(es) under "
+                         f"{was['mode']}, this run is {now['world_size']} under {now['mode']}; "
+                         f"{'/'.join(sorted(sharded))} checkpoints hold per-process optimizer shards: relaunch it "
+                         "the same way")
 
 
 def _resume_point(resume: bool | str | Path, work: Path, out: Path) -> tuple[Path | None, bool]:
@@ -152,7 +207,8 @@ def _resume_point(resume: bool | str | Path, work: Path, out: Path) -> tuple[Pat
                      "(checkpoints are written only with --save-steps)")
 
 
-def _is_main() -> bool:
+def is_main_process() -> bool:
+    """Rank 0 of a launch (or the only process)."""
     return int(os.environ.get("RANK", "0")) == 0
 
 
@@ -169,16 +225,17 @@ def _promote(work: Path, out: Path) -> None:
 
 def run_train(build_dir: str | Path, out_dir: str | Path, config: TrainConfig, *, resume: bool | str = False,
               console=None, callbacks=()) -> dict[str, Any]:
-    """Train on `BUILD_DIR/dataset/`; write weights, tokenizer, config, report and loss curve to `out_dir`."""
+    """Train on `BUILD_DIR/dataset/`; write weights, tokenizer, config, report and loss curve to `out_dir`.
+    Under `accelerate launch` every process runs this; each returns the same report, rank 0 writes the files."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     out = Path(out_dir).resolve()
     work = out.with_name(out.name + ".partial")
     checkpoint, adopt = _resume_point(resume, work, out)
-    if (checkpoint is None or adopt) and work.exists() and _is_main():
+    if (checkpoint is None or adopt) and work.exists() and is_main_process():
         shutil.rmtree(work)  # a crashed earlier run that was not asked to resume
-    prepared = build_trainer(build_dir, work, config, callbacks=callbacks, console=console)
+    prepared = build_trainer(build_dir, work, config, callbacks=callbacks, console=console, resume_from=checkpoint)
     trainer = prepared.trainer
     if adopt:  # continue a finished run: OUT becomes the partial run again (only now that everything validated)
         if trainer.is_world_process_zero():
@@ -187,9 +244,8 @@ def run_train(build_dir: str | Path, out_dir: str | Path, config: TrainConfig, *
         trainer.accelerator.wait_for_everyone()
         checkpoint = work / "checkpoints" / checkpoint.name
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    report = _report(prepared, config, out, checkpoint)
-    if trainer.is_world_process_zero():
-        _save_outputs(trainer, work, config, report)
+    report = build_report(prepared, config, out, checkpoint)  # every process: it gathers per-process peaks
+    _save_outputs(trainer, work, config, report)
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
         _promote(work, out)
@@ -197,9 +253,13 @@ def run_train(build_dir: str | Path, out_dir: str | Path, config: TrainConfig, *
 
 
 def _save_outputs(trainer, work: Path, config: TrainConfig, report: dict[str, Any]) -> None:
+    """Weights on every process (FSDP and ZeRO-3 gather the sharded model collectively; rank 0 writes), then
+    rank 0 writes the rest."""
     unwrapped = trainer.accelerator.unwrap_model(trainer.model)
     getattr(unwrapped, "config", unwrapped).use_cache = True  # training turned it off; inference wants it
     trainer.save_model(str(work))
+    if not trainer.is_world_process_zero():
+        return
     if (work / "checkpoints").is_dir() and not any((work / "checkpoints").iterdir()):
         (work / "checkpoints").rmdir()  # the Trainer creates it even when it saves no checkpoint
     atomic_write_json(work / "train_config.json", {"srft_version": srft.__version__,
@@ -210,32 +270,3 @@ def _save_outputs(trainer, work: Path, config: TrainConfig, report: dict[str, An
         title = (f"{Path(config.model).name} {config.method} loss_norm={config.loss_norm} "
                  f"lr={config.resolved_lr():g} seed={config.seed}")
         plot_loss(report["loss_curve"], work / "loss_curve.png", title)
-
-
-def _report(prepared: Prepared, config: TrainConfig, out: Path, checkpoint: Path | None) -> dict[str, Any]:
-    trainer, check = prepared.trainer, prepared.check
-    curve = loss_curve(trainer.state.log_history)
-    total_params = sum(p.numel() for p in trainer.model.parameters())
-    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    seconds = trainer.session_seconds
-    return {
-        "srft_version": srft.__version__, "out_dir": str(out), "config": config.model_dump(mode="json"),
-        "resolved": {"lr": config.resolved_lr(), "max_steps": trainer.state.max_steps,
-                     "world_size": trainer.args.world_size, "device": str(trainer.args.device),
-                     "micro_batches_per_epoch": len(trainer.plan)},
-        "dataset": {"path": str(prepared.dataset_dir), "fingerprint": dataset_fingerprint(prepared.dataset_dir),
-                    "rows": prepared.rows_total, "rows_trained": len(check.kept),
-                    "drops": dict(sorted(check.drops.items())), "drop_examples": check.examples,
-                    "truncated_rows": check.truncated, "tokens": sum(check.lengths),
-                    "trained_tokens": sum(check.trained)},
-        "model": {"path": str(Path(config.model).resolve()), "method": config.method, "parameters": total_params,
-                  "trainable_parameters": trainable},
-        "budget": prepared.budget, "resumed_from": str(checkpoint) if checkpoint else None,
-        "steps": trainer.state.global_step, "epochs": trainer.state.epoch,
-        "tokens_seen": trainer.tokens_seen, "trained_tokens": trainer.trained_seen,
-        "train_seconds": round(seconds, 3),
-        "tokens_per_s": round(trainer.session_tokens / seconds, 1) if seconds else None,
-        "peak_rss_mb": peak_rss_mb(), "peak_gpu_mb": peak_gpu_mb(),
-        "first_loss": curve[0]["loss"] if curve else None, "final_loss": curve[-1]["loss"] if curve else None,
-        "loss_curve": curve,
-    }

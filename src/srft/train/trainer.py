@@ -4,6 +4,7 @@ The one idea: a micro-batch returns sum_p c[p] * CE_p divided by the number of u
 see data.py) in the *whole optimizer step*: every micro-batch of the accumulation and every process. The Trainer
 counts that denominator before the step's first forward (`_get_num_items_in_batch`, the hook HF uses for
 `num_items_in_batch`), so the accumulated gradient equals the gradient of one big batch, whatever the split.
+Which rows a process sees is ours too (plan.py): accelerate's sharding would repeat rows to even out processes.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import time
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 
 from srft.train.loss import HeadInputs, select_positions
+from srft.train.plan import PLAN_FILE
 
-BATCH_KEYS = ("labels", "loss_coef", "n_units", "n_trained", "n_input")
+MODEL_KEYS = ("input_ids", "attention_mask", "position_ids")
+COUNTS = ("n_input", "n_trained", "n_positions", "n_rows")  # summed over processes in every training log
 
 
 class SRFTTrainer(Trainer):
@@ -25,19 +27,34 @@ class SRFTTrainer(Trainer):
 
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args: Any, plan, full_logits: bool = False, loss_chunk_tokens: int = 4096, **kwargs: Any):
+    def __init__(self, *args: Any, plan, per_step: int, full_logits: bool = False, loss_chunk_tokens: int = 4096,
+                 **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.plan = plan
+        self.plan, self.per_step = plan, per_step
         self.full_logits, self.loss_chunk_tokens = full_logits, loss_chunk_tokens
-        self._pending = torch.zeros(2, dtype=torch.float64)  # [input tokens, trained tokens] since the last log
-        self.tokens_seen, self.trained_seen = 0, 0            # cumulative over all processes (restored on resume)
+        self._pending = torch.zeros(len(COUNTS), dtype=torch.float64)  # COUNTS since the last log, this process
+        self.seen = dict.fromkeys(COUNTS, 0)                              # cumulative, all processes (resumable)
         self.session_tokens, self.session_seconds = 0, 0.0
         self._session_start: float | None = None
 
-    def get_train_dataloader(self) -> DataLoader:
-        loader = DataLoader(self.train_dataset, batch_sampler=self.plan, collate_fn=self.data_collator,
-                            num_workers=self.args.dataloader_num_workers)
-        return self.accelerator.prepare(loader)
+    @property
+    def tokens_seen(self) -> int:
+        return self.seen["n_input"]
+
+    @property
+    def trained_seen(self) -> int:
+        return self.seen["n_trained"]
+
+    def get_train_dataloader(self):
+        from accelerate.data_loader import DataLoaderShard
+
+        from srft.train.data import PlanRows
+        from srft.train.plan import ProcessPlan
+
+        # Not `accelerator.prepare(loader)`: that re-shards the batch sampler round-robin and repeats rows.
+        sampler = ProcessPlan(self.plan, self.per_step, self.args.world_size, self.args.process_index)
+        return DataLoaderShard(PlanRows(self.train_dataset), device=self.args.device, batch_sampler=sampler,
+                               collate_fn=self.data_collator, num_workers=self.args.dataloader_num_workers)
 
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor | None:
         if not batch_samples:
@@ -52,14 +69,14 @@ class SRFTTrainer(Trainer):
         rows, cols, targets, coef = select_positions(inputs["labels"], inputs["loss_coef"])
         head = HeadInputs(rows=rows, cols=cols, targets=targets, coef=coef, full_logits=self.full_logits,
                           chunk=self.loss_chunk_tokens)
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], srft_head=head)
+        outputs = model(**{k: inputs[k] for k in MODEL_KEYS if k in inputs}, srft_head=head)
         denom = num_items_in_batch if num_items_in_batch is not None else inputs["n_units"]
         loss = outputs.loss / torch.as_tensor(denom, dtype=torch.float32, device=outputs.loss.device).clamp(min=1)
         if self.args.world_size > 1:
             # The denominator counts every process's units, and DDP/FSDP/ZeRO average gradients over processes.
             loss = loss * self.args.world_size
         if model.training:
-            self._pending += torch.tensor([float(inputs["n_input"]), float(inputs["n_trained"])], dtype=torch.float64)
+            self._pending += torch.tensor([float(inputs[k]) for k in COUNTS], dtype=torch.float64)
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -67,16 +84,17 @@ class SRFTTrainer(Trainer):
             pending = self._pending.to(self.args.device)
             if self.args.world_size > 1:
                 pending = self.accelerator.reduce(pending, reduction="sum")
-            self.tokens_seen += int(pending[0].item())
-            self.trained_seen += int(pending[1].item())
+            for key, value in zip(COUNTS, pending.tolist(), strict=True):
+                self.seen[key] += int(value)
             self.session_tokens += int(pending[0].item())
             self._pending.zero_()
-            logs["input_tokens"], logs["trained_tokens"] = self.tokens_seen, self.trained_seen
+            logs["input_tokens"], logs["trained_tokens"] = self.seen["n_input"], self.seen["n_trained"]
+            logs["positions"], logs["rows"] = self.seen["n_positions"], self.seen["n_rows"]
         super().log(logs, start_time)
 
 
 class SessionClock(TrainerCallback):
-    """Restores the cumulative token counts on resume and times this session's training (for tokens/s)."""
+    """Restores the cumulative counts on resume and times this session's training (for tokens/s)."""
 
     def __init__(self, trainer: SRFTTrainer):
         self.trainer = trainer
@@ -84,8 +102,8 @@ class SessionClock(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         for entry in reversed(state.log_history):
             if "trained_tokens" in entry:
-                self.trainer.tokens_seen = int(entry["input_tokens"])
-                self.trainer.trained_seen = int(entry["trained_tokens"])
+                self.trainer.seen.update(n_input=int(entry["input_tokens"]), n_trained=int(entry["trained_tokens"]),
+                                         n_positions=int(entry.get("positions", 0)), n_rows=int(entry.get("rows", 0)))
                 break
         self.trainer._session_start = time.perf_counter()
 
@@ -96,13 +114,31 @@ class SessionClock(TrainerCallback):
 
 class ConsoleProgress(TrainerCallback):
     """One line per optimizer step on the given rich console (stderr in --json mode; HF's own printers write
-    to stdout, which --json reserves for the result object)."""
+    to stdout, which --json reserves for the result object). Only the main process prints."""
 
     def __init__(self, console, every: int = 1):
         self.console, self.every = console, max(1, every)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or "loss" not in logs or state.global_step % self.every:
+        if not logs or "loss" not in logs or state.global_step % self.every or not state.is_world_process_zero:
             return
         self.console.print(f"step {state.global_step}/{state.max_steps}  loss {logs['loss']:.4f}  "
                            f"lr {logs.get('learning_rate', 0):.2e}  trained tokens {logs.get('trained_tokens', 0)}")
+
+
+class PlanRecord(TrainerCallback):
+    """Writes the batch plan and launch into every checkpoint (`srft_plan.json`), so `--resume` can refuse a
+    checkpoint that this run would not continue exactly, before any model loads."""
+
+    def __init__(self, record: dict[str, Any]):
+        self.record = record
+
+    def on_save(self, args, state, control, **kwargs):
+        from pathlib import Path
+
+        from srft.io import atomic_write_json
+
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and folder.is_dir():
+            atomic_write_json(folder / PLAN_FILE, self.record)
+

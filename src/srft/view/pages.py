@@ -18,6 +18,7 @@ from srft.view.store import Annotations, Store, Summary
 PAGE_SIZE = 100
 LONG_LINES, LONG_CHARS = 40, 4000  # an observation longer than this is collapsed behind a preview
 PREVIEW_LINES = 12
+ORDERS = ("", "confidence", "disagreement")
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class ListFilters:
     disagree: bool = False  # a human label differs from some source's label
     labelled: str = ""  # yes | no | partial: by the current annotator
     q: str = ""  # substring of id, instance id, repo or source path
+    order: str = ""  # "" = by id | confidence (least sure critics first) | disagreement (most split steps first)
     page: int = 1
 
     @classmethod
@@ -38,7 +40,8 @@ class ListFilters:
             page = 1
         return cls(outcome=query.get("outcome", ""), format=query.get("format", ""),
                    mistakes=query.get("mistakes", ""), disagree=query.get("disagree", "") in ("1", "on", "true"),
-                   labelled=query.get("labelled", ""), q=query.get("q", "").strip(), page=page)
+                   labelled=query.get("labelled", ""), q=query.get("q", "").strip(),
+                   order=query.get("order", "") if query.get("order") in ORDERS else "", page=page)
 
     def query(self, **change: Any) -> str:
         """The query string of these filters with some changed (for pager links)."""
@@ -86,6 +89,10 @@ def list_context(store: Store, ann: Annotations, human: Sequence[HumanLabel], an
             mine_labels.setdefault(h.trajectory_id, Counter())[h.label] += 1
     disagree = _disagreeing(human, ann) if f.disagree else set()
     rows = [s for s in store.summaries if _keep(s, f, ann, mine, disagree)]
+    if f.order == "confidence":  # least sure first; trajectories without confidences last (stable: by id)
+        rows.sort(key=lambda s: (ann.mean_confidence(s.id) is None, ann.mean_confidence(s.id) or 0.0))
+    elif f.order == "disagreement":
+        rows.sort(key=lambda s: -ann.disagreement(s.id))
     pages = max(1, -(-len(rows) // PAGE_SIZE))
     page = min(f.page, pages)
     shown = rows[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
@@ -95,7 +102,9 @@ def list_context(store: Store, ann: Annotations, human: Sequence[HumanLabel], an
             totals[name].update(c)
     return {
         "rows": [{"s": s, "counts": ann.counts.get(s.id, {}), "mine": mine[s.id],
-                  "mine_counts": mine_labels.get(s.id, Counter())} for s in shown],
+                  "mine_counts": mine_labels.get(s.id, Counter()), "confidence": ann.mean_confidence(s.id),
+                  "split": ann.disagreement(s.id)} for s in shown],
+        "has_confidence": bool(ann.confidences), "several_sources": len(ann.sources) > 1,
         "matching": len(rows), "total": len(store.summaries), "page": page, "pages": pages,
         "filters": f, "sources": list(ann.sources), "totals": totals, "labels": LABELS,
         "formats": sorted({s.format for s in store.summaries}),

@@ -1,6 +1,7 @@
 """The viewer's routes. Pages are rendered on the server; app.js only posts labels and fills in replies.
 
-Imported only by `create_app` (FastAPI resolves the route annotations from this module's globals)."""
+`srft.view.app.create_app` wraps them in the host guard (FastAPI resolves the route annotations from this module's
+globals)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.staticfiles import StaticFiles
 
 from srft.model import LABELS, Label
-from srft.view.app import ANNOTATOR_RE, COOKIE, Session, Sessions, ViewConfig, static_dir
+from srft.view.config import ANNOTATOR_RE, ViewConfig, static_dir
 from srft.view.db import LabelsDB
 from srft.view.pages import ListFilters, list_context, trajectory_context
+from srft.view.security import COOKIE, Session, Sessions
 from srft.view.store import Store, agreement, load_annotations
 
 

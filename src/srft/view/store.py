@@ -47,16 +47,36 @@ class Annotations:
     sources: dict[str, dict[tuple[str, int], StepLabel]] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)
     counts: dict[str, dict[str, Counter]] = field(default_factory=dict)  # trajectory -> source -> label counts
+    confidences: dict[str, list[float]] = field(default_factory=dict)  # trajectory -> every label's confidence
+    _split: Counter | None = field(default=None, repr=False)  # trajectory -> steps the sources disagree on
 
     def add(self, name: str, path: str, labels: Sequence[StepLabel]) -> None:
         self.sources[name] = {(x.trajectory_id, x.step): x for x in labels}
         self.paths[name] = path
+        self._split = None
         for x in labels:
             self.counts.setdefault(x.trajectory_id, {}).setdefault(name, Counter())[x.label] += 1
+            if x.confidence is not None:
+                self.confidences.setdefault(x.trajectory_id, []).append(x.confidence)
 
     def of(self, trajectory_id: str, step: int) -> dict[str, StepLabel]:
         return {name: labs[(trajectory_id, step)] for name, labs in self.sources.items()
                 if (trajectory_id, step) in labs}
+
+    def mean_confidence(self, trajectory_id: str) -> float | None:
+        """The mean confidence of the critics' labels on this trajectory (None: no label carries one)."""
+        values = self.confidences.get(trajectory_id)
+        return sum(values) / len(values) if values else None
+
+    def disagreement(self, trajectory_id: str) -> int:
+        """Steps of this trajectory that two annotation sources label differently."""
+        if self._split is None:
+            steps: dict[tuple[str, int], set[str]] = {}
+            for labs in self.sources.values():
+                for key, lab in labs.items():
+                    steps.setdefault(key, set()).add(lab.label)
+            self._split = Counter(tid for (tid, _), seen in steps.items() if len(seen) > 1)
+        return self._split[trajectory_id]
 
 
 class Store:

@@ -1,22 +1,23 @@
 """Exporters: reshape the built samples into files other trainers load. Masks are never recomputed here.
 
     EXPORTERS   name -> "module:function"; each function is `export(ctx, out_dir) -> result dict`
-                ({"files": [...], "rows": n, "warnings": [...]}), writing only inside `out_dir`.
+                ({"files": [...], "rows": n, "warnings": [...], "train": "command"}), writing only inside
+                `out_dir` (a temp folder that `srft build` renames to `exports/<name>`).
 
-Two kinds: `trl` ships our exact token ids and labels; the others (axolotl, verl, torchtune, llamafactory) ship
-messages with a per-message training flag and let the trainer re-render them with its own template, so they
-can represent *which steps* are trained but not soft weights, and their token boundaries are the trainer's.
-Each exporter warns about what its format cannot represent (see docs/masks.md).
+Every export ships srft's own token ids and labels (-100 = no loss) through the trainer's pre-tokenized path, so
+the trainer trains exactly srft's tokens in exactly srft's context, whatever the chat template: re-rendering the
+messages with the trainer's own template code differs from the HF template srft used (tool schemas, tool calls,
+the tokens around the end-of-turn token, reasoning blocks, per-message rendering). The ids are only right for
+the tokenizer srft built with: configs name it, and the verl and torchtune helpers refuse any other tokenizer.
+What a format cannot carry (soft weights) is counted in `lost_in_export` (docs/masks.md, "Exports").
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from srft.model import Trajectory
 from srft.registry import resolve
 
 EXPORTERS: dict[str, str] = {
@@ -26,6 +27,10 @@ EXPORTERS: dict[str, str] = {
     "torchtune": "srft.dataset.exports.torchtune:export",
     "llamafactory": "srft.dataset.exports.llamafactory:export",
 }
+
+# Text whose ids identify a tokenizer well enough to catch "trained with another model's tokenizer": code,
+# indentation, accents, CJK, an emoji, a tab and blank lines all hit different merges.
+PROBE = "srft tokenizer check: def f(x):\n    return x  # naïve café, 世界 🙂\n\t\n\n"
 
 
 def get_exporter(name: str):
@@ -38,47 +43,52 @@ class ExportContext:
 
     dataset: Any                          # the saved datasets.Dataset (columns of DEVELOPERS.md "Build dataset")
     messages: list[list[int]]             # per row: the trajectory message indices the sample renders
-    trajectories: dict[str, Trajectory]   # id -> trajectory (with policy weights on its steps)
+    trajectories: dict[str, Any]          # id -> srft.model.Trajectory (with policy weights on its steps)
     renderer: Any                         # srft.dataset.render.Renderer of the student tokenizer
     config: Any                           # srft.dataset.build.BuildConfig
 
 
-@dataclass
-class Conversation:
-    """One sample as messages: OpenAI dicts (tool-call arguments as JSON strings) + per-message weight
-    (the step's weight in this sample for assistant messages, None for the others)."""
-
-    trajectory: Trajectory
-    messages: list[dict[str, Any]]
-    weights: list[float | None]
-
-
-def conversations(ctx: ExportContext) -> Iterator[Conversation]:
-    """The samples as conversations, cut after the last step they contain (a truncated sample ends there)."""
-    spans = ctx.dataset["step_spans"]
-    ids = ctx.dataset["trajectory_id"]
-    for row, indices in enumerate(ctx.messages):
-        traj = ctx.trajectories[ids[row]]
-        weight_of = {traj.steps[s["step"] - 1].message_index: s["weight"] for s in spans[row]}
-        last = max(weight_of) if weight_of else -1
-        kept = [j for j in indices if j <= last]
-        msgs = [traj.messages[j].to_openai() for j in kept]
-        weights = [weight_of.get(j, 0.0) if traj.messages[j].role == "assistant" else None for j in kept]
-        yield Conversation(traj, msgs, weights)
-
-
-def common_warnings(ctx: ExportContext, name: str) -> list[str]:
-    """What no message-level format can carry: soft weights and our exact token boundaries."""
+def lost_in_export(ctx: ExportContext, name: str) -> list[str]:
+    """Warnings, with exact counts, for what the trainer's format cannot carry. Every exporter calls this, so a
+    new kind of per-token weight is declared here once."""
     out = []
-    if ctx.config.policy.soft:
-        out.append(f"{name}: soft label weights cannot be represented; steps with weight > 0 are trained at "
-                   "full weight")
-    profile = ctx.renderer.profile
-    if not profile.prefix_preserving:
-        out.append(f"{name}: the chat template is not prefix-preserving ({'; '.join(profile.prefix_failures[:2])}); "
-                   "a trainer that re-renders the messages may place the step masks differently than srft's "
-                   "token dataset")
+    if "loss_weights" in ctx.dataset.column_names:
+        partial = partial_weight_tokens(ctx.dataset)
+        if partial:
+            out.append(f"{name}: {partial} trained token(s) have a soft weight other than 1 and are trained at "
+                       "weight 1 (the format has no per-token weights; `srft train` uses loss_weights)")
     return out
+
+
+def partial_weight_tokens(dataset) -> int:
+    """Trained tokens whose loss weight is neither 0 nor 1 (counted in Arrow)."""
+    import pyarrow.compute as pc
+
+    weights = pc.list_flatten(dataset.data.table.column("loss_weights"))
+    return int(pc.sum(pc.and_(pc.greater(weights, 0), pc.not_equal(weights, 1))).as_py() or 0)
+
+
+def token_table(ctx: ExportContext, attention_mask: bool = False):
+    """The dataset's `input_ids` and `labels` (and an all-ones `attention_mask`) as an Arrow table, rows in the
+    dataset's order: the exact ids and labels srft built, without a copy through Python lists."""
+    import numpy as np
+    import pyarrow as pa
+
+    table = ctx.dataset.data.table
+    ids = table.column("input_ids").combine_chunks()
+    columns = {"input_ids": ids, "labels": table.column("labels").combine_chunks()}
+    if attention_mask:
+        ones = pa.array(np.ones(len(ids.flatten()), dtype=np.int64))
+        columns["attention_mask"] = pa.ListArray.from_arrays(ids.offsets, ones)
+    return pa.table(columns)
+
+
+def write_tokens(ctx: ExportContext, path: Path, attention_mask: bool = False) -> int:
+    import pyarrow.parquet as pq
+
+    table = token_table(ctx, attention_mask)
+    pq.write_table(table, path)
+    return table.num_rows
 
 
 def longest(dataset) -> int:
@@ -90,30 +100,45 @@ def longest(dataset) -> int:
     return int(pc.max(pc.list_value_length(dataset.data.table.column("input_ids"))).as_py())
 
 
-def tools_json(traj: Trajectory) -> str:
-    """Tool schemas as JSON in their original key order: templates print them with `tojson`, so the order is
-    part of the prompt the student sees."""
-    return json.dumps(traj.tools or [], ensure_ascii=False)
+def final_dir(out: Path) -> Path:
+    """Where `srft build` moves the exporter's temp folder `exports/.<name>.tmp-*` (configs name final paths)."""
+    name = out.name.lstrip(".").split(".tmp-")[0]
+    return (out.parent / name).resolve()
 
 
-def write_rows(path, rows: list[dict[str, Any]]) -> int:
-    """JSONL keeping each object's key order (see `tools_json`), atomically; rows come in the dataset's order
-    and keys in the data's order, so the same build writes the same bytes."""
-    from srft.io import atomic_path
-
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return len(rows)
+def model_dir(ctx: ExportContext) -> Path | None:
+    """The `--tokenizer` directory when it is a whole model (config.json beside the tokenizer): configs name it as
+    the model to train, since srft's ids are only right for the model whose tokenizer made them."""
+    path = Path(ctx.config.tokenizer)
+    return path.resolve() if path.is_dir() and (path / "config.json").is_file() else None
 
 
-def mixed_tool_schemas(ctx: ExportContext) -> int:
-    """Trajectories whose tool schemas differ in keys: loaded through `datasets` (Arrow structs), they gain
-    null-filled keys, so a trainer that reads tools that way renders a different tool list."""
-    def keys(obj, prefix=""):
-        if isinstance(obj, dict):
-            return {f"{prefix}{k}" for k in obj} | {x for k, v in obj.items() for x in keys(v, f"{prefix}{k}.")}
-        return set()
+def no_model_warning(ctx: ExportContext, name: str, option: str, file: str) -> list[str]:
+    if model_dir(ctx) is not None:
+        return []
+    return [f"{name}: --tokenizer {ctx.config.tokenizer} is not a model directory (no config.json), so {file} "
+            f"has no `{option}`: set it to the student model that uses this tokenizer"]
 
-    return sum(1 for t in ctx.trajectories.values()
-               if t.tools and len({frozenset(keys(tool)) for tool in t.tools}) > 1)
+
+def tokenizer_check(ctx: ExportContext) -> dict[str, Any]:
+    """What the shipped verl/torchtune helpers compare the trainer's tokenizer against: the ids of `PROBE` and of
+    the end-of-turn tokens (the token srft trains at the end of every step)."""
+    tok = ctx.renderer.tok
+    special = {}
+    for eot in ctx.renderer.profile.eots:
+        ids = tok.encode(eot, add_special_tokens=False)
+        if len(ids) == 1:
+            special[eot] = ids[0]
+    return {"tokenizer": str(Path(ctx.config.tokenizer).resolve()), "probe": PROBE,
+            "probe_ids": tok.encode(PROBE, add_special_tokens=False), "special_ids": special}
+
+
+def helper_source(template: Path, **constants: Any) -> str:
+    """A shipped helper module with its `NAME = ...` placeholder lines replaced by the build's values."""
+    from pprint import pformat
+
+    lines = template.read_text(encoding="utf-8").splitlines()
+    for name, value in constants.items():
+        i = next(i for i, line in enumerate(lines) if line.startswith(f"{name} = "))
+        lines[i] = f"{name} = {pformat(value, width=110, sort_dicts=False, compact=True)}"
+    return "\n".join(lines) + "\n"

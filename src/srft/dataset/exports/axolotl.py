@@ -1,9 +1,8 @@
-"""axolotl export: `type: chat_template` JSONL with a per-message `train` flag, plus the matching YAML snippet.
+"""axolotl export: srft's token ids and labels as a pre-tokenized dataset, plus a config that trains on it.
 
-axolotl renders each conversation with the tokenizer's chat template and finds each turn by diffing prefix
-renders; `message_field_training: train` overrides `roles_to_train` per message and `train_on_eos: turn` trains
-the end-of-turn token of trained turns. Tool-call arguments are JSON strings (axolotl decodes them; a dict
-would make `datasets` merge every call's keys into one struct). Soft weights cannot be represented.
+axolotl uses a dataset whose rows hold `input_ids`, `attention_mask` and `labels` as they are: that check comes
+before any prompt strategy, so no `type:`, `train_on_inputs` or chat-template setting can re-render the rows or
+re-derive the labels. `tokenizer_config` names srft's tokenizer, the one these ids belong to.
 """
 
 from __future__ import annotations
@@ -11,45 +10,32 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from srft.dataset.exports import ExportContext, common_warnings, conversations, mixed_tool_schemas, write_rows
-from srft.dataset.exports import longest as longest_sample
+import yaml
+
+from srft.dataset.exports import (ExportContext, final_dir, longest, lost_in_export, model_dir, no_model_warning,
+                                  write_tokens)
 from srft.io import atomic_write_text
 
-YAML = """\
-# srft build export for axolotl (chat_template with per-message training flags); merge into your config.
-chat_template: tokenizer_default    # the student tokenizer's own template, as srft used
-sequence_len: {sequence_len}       # >= the longest srft sample ({longest} tokens)
-datasets:
-  - path: {path}
-    ds_type: json
-    type: chat_template
-    field_messages: messages
-    field_tools: tools
-    roles_to_train: []              # per-message `train` flags decide
-    message_field_training: train
-    train_on_eos: turn              # the end-of-turn token of every trained turn
+HEADER = """\
+# srft build export for axolotl: srft's token ids and labels, pre-tokenized (axolotl keeps them as they are).
+# Train: axolotl train axolotl.yaml  (the hyperparameters below are a starting point: tune them)
 """
 
 
 def export(ctx: ExportContext, out: Path) -> dict[str, Any]:
-    rows = []
-    for conv in conversations(ctx):
-        messages = [{**m, "train": w is not None and w > 0} for m, w in zip(conv.messages, conv.weights)]
-        row: dict[str, Any] = {"messages": messages, "trajectory_id": conv.trajectory.id}
-        if conv.trajectory.tools:
-            row["tools"] = conv.trajectory.tools
-        rows.append(row)
-    n = write_rows(out / "train.jsonl", rows)
-    longest = longest_sample(ctx.dataset)
-    final_dir = out.parent / "axolotl"  # where srft build moves this folder
-    atomic_write_text(out / "axolotl.yaml", YAML.format(path=final_dir.resolve() / "train.jsonl", longest=longest,
-                                                        sequence_len=longest))
-    warnings = common_warnings(ctx, "axolotl")
-    if mixed := mixed_tool_schemas(ctx):
-        warnings.append(f"axolotl: {mixed} trajectory(ies) have tool schemas with different keys; axolotl loads "
-                        "them through `datasets`, which fills missing keys with null, so its rendered tool list "
-                        "differs from srft's (the verl export keeps them exact)")
-    if not ctx.renderer.profile.args_as_string:
-        warnings.append("axolotl: tool-call arguments are JSON strings; axolotl parses them into dicts for this "
-                        "template (needs axolotl >= 0.13, PR #3136)")
-    return {"files": ["train.jsonl", "axolotl.yaml"], "rows": n, "warnings": warnings}
+    rows = write_tokens(ctx, out / "train.parquet", attention_mask=True)
+    tokenizer = str(Path(ctx.config.tokenizer).resolve())
+    config: dict[str, Any] = {}
+    if (model := model_dir(ctx)) is not None:
+        config["base_model"] = str(model)
+    config.update({
+        "tokenizer_config": tokenizer,
+        "sequence_len": max(longest(ctx.dataset), 1),  # axolotl drops rows longer than this
+        "datasets": [{"path": str(final_dir(out) / "train.parquet"), "ds_type": "parquet", "split": "train"}],
+        "micro_batch_size": 1, "gradient_accumulation_steps": 8, "num_epochs": 1, "learning_rate": 1.0e-5,
+        "output_dir": "./outputs/srft-axolotl",
+    })
+    atomic_write_text(out / "axolotl.yaml", HEADER + yaml.safe_dump(config, sort_keys=False))
+    return {"files": ["train.parquet", "axolotl.yaml"], "rows": rows,
+            "warnings": lost_in_export(ctx, "axolotl") + no_model_warning(ctx, "axolotl", "base_model", "axolotl.yaml"),
+            "train": f"axolotl train {final_dir(out) / 'axolotl.yaml'}"}

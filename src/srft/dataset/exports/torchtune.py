@@ -1,61 +1,40 @@
-"""torchtune export: JSONL of `torchtune.data.Message` dicts with `masked`, plus a message transform.
+"""torchtune export: srft's token ids and labels + the dataset builder that hands them to a torchtune recipe.
 
-torchtune tokenizes message by message with its own Python templates (not the HF chat template srft used), so
-token boundaries are torchtune's; `masked: true` removes a whole message from the loss. Tool calls become the
-assistant message's text (`ipython: true`), tool results the `ipython` role. `srft_torchtune.py` turns a row
-back into `Message`s for `torchtune.datasets.SFTDataset(message_transform=...)`. No soft weights.
+torchtune tokenizes message by message with Python templates (not the HF chat template srft rendered): its
+Qwen2.5 tokenizer drops the tool schemas from the system prompt, writes tool calls differently and trains the
+role header and the newline after the end-of-turn token of every trained message, and its message validation
+refuses tool results followed by an assistant turn. So `srft_torchtune.py` (a copy of `torchtune_dataset.py`)
+builds a torchtune `SFTDataset` over `train.parquet` (`input_ids`, `labels`) that passes srft's tokens and mask
+through, and `torchtune.yaml` is the `dataset:` section of a recipe config. torchtune's stock chat datasets find
+no messages in `train.parquet` and fail.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from srft.dataset.exports import ExportContext, common_warnings, conversations, write_rows
+import yaml
+
+from srft.dataset.exports import (ExportContext, final_dir, helper_source, lost_in_export, tokenizer_check,
+                                  write_tokens)
 from srft.io import atomic_write_text
 
-ROLES = {"system": "system", "user": "user", "assistant": "assistant", "tool": "ipython"}
-TRANSFORM = '''\
-"""srft -> torchtune: rows of srft's torchtune export back into Messages (keeps `masked`)."""
-from torchtune.data import Message
-from torchtune.modules.transforms import Transform
-
-
-class SrftMessages(Transform):
-    def __call__(self, sample):
-        return {"messages": [Message.from_dict(m) for m in sample["messages"]]}
-
-# config:
-# dataset:
-#   _component_: torchtune.datasets.SFTDataset
-#   source: json
-#   data_files: {path}
-#   split: train
-#   message_transform:
-#     _component_: srft_torchtune.SrftMessages
-'''
-
-
-def _message(m: dict[str, Any], weight: float | None) -> dict[str, Any]:
-    content = m["content"]
-    calls = m.get("tool_calls") or []
-    if calls:
-        text = "\n".join(json.dumps({"name": tc["function"]["name"], "arguments": tc["function"]["arguments"]},
-                                    ensure_ascii=False) for tc in calls)
-        content = f"{content}\n{text}" if content else text
-    trained = m["role"] == "assistant" and weight is not None and weight > 0
-    return {"role": ROLES[m["role"]], "content": content, "masked": not trained,
-            "ipython": bool(calls), "eot": True}
+HELPER = Path(__file__).with_name("torchtune_dataset.py")
 
 
 def export(ctx: ExportContext, out: Path) -> dict[str, Any]:
-    rows = [{"messages": [_message(m, w) for m, w in zip(c.messages, c.weights)], "trajectory_id": c.trajectory.id}
-            for c in conversations(ctx)]
-    n = write_rows(out / "train.jsonl", rows)
-    atomic_write_text(out / "srft_torchtune.py",
-                      TRANSFORM.replace("{path}", str((out.parent / "torchtune").resolve() / "train.jsonl")))
-    warnings = common_warnings(ctx, "torchtune")
-    warnings.append("torchtune: messages are tokenized by torchtune's own model templates, not the HF chat "
-                    "template srft rendered; tool calls are plain JSON text in the assistant message")
-    return {"files": ["train.jsonl", "srft_torchtune.py"], "rows": n, "warnings": warnings}
+    rows = write_tokens(ctx, out / "train.parquet")
+    final = final_dir(out)
+    atomic_write_text(out / "srft_torchtune.py", helper_source(
+        HELPER, CHECK=tokenizer_check(ctx), DATA_FILES=str(final / "train.parquet")))
+    section = {"dataset": {"_component_": "srft_torchtune.srft_dataset", "packed": False}}
+    atomic_write_text(out / "torchtune.yaml", (
+        "# srft build export for torchtune: the `dataset:` section of your recipe config (srft's token ids and\n"
+        "# labels, used as they are; the recipe's tokenizer must be the model's own, which srft_dataset checks).\n"
+        f"# Train: PYTHONPATH={final} tune run <recipe> --config <your config with this section>\n"
+        + yaml.safe_dump(section, sort_keys=False)))
+    return {"files": ["train.parquet", "srft_torchtune.py", "torchtune.yaml"], "rows": rows,
+            "warnings": lost_in_export(ctx, "torchtune"),
+            "train": f"PYTHONPATH={final} tune run <recipe> --config <your config, its dataset: section from "
+                     "torchtune.yaml>"}

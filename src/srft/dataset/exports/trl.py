@@ -1,8 +1,10 @@
 """TRL export: the exact token ids and labels, as a Parquet file `SFTTrainer` uses as is.
 
 TRL treats a dataset with an `input_ids` column as pre-tokenized and keeps a `labels` column unchanged (-100 =
-no loss); its collator only pads. What TRL cannot take: per-token soft weights (trained at full weight; warned),
-and its default `max_length=1024` would truncate our samples, so `sft_config.json` lists the settings to use.
+no loss); its collator only pads (packing and `completion_only_loss` keep the labels too; `assistant_only_loss`
+refuses a tokenized dataset). Its default `max_length=1024` would truncate our samples, so both configs set it.
+Files: `train.parquet`; `sft_config.json` (SFTConfig keyword arguments, for Python); `trl.yaml` (for the CLI:
+`trl sft --config trl.yaml`, the dataset named through TRL's `datasets` list).
 """
 
 from __future__ import annotations
@@ -10,29 +12,32 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from srft.dataset.exports import ExportContext
-from srft.dataset.exports import longest as longest_sample
-from srft.io import atomic_write_json
+import yaml
+
+from srft.dataset.exports import (ExportContext, final_dir, longest, lost_in_export, model_dir, no_model_warning,
+                                  write_tokens)
+from srft.io import atomic_write_json, atomic_write_text
 
 
 def export(ctx: ExportContext, out: Path) -> dict[str, Any]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = ctx.dataset.select_columns(["input_ids", "labels"]).data.table
-    table = pa.table({"input_ids": table.column("input_ids"), "labels": table.column("labels")})
-    pq.write_table(table, out / "train.parquet")
-    longest = longest_sample(ctx.dataset)
-    atomic_write_json(out / "sft_config.json", {
-        "max_length": longest,        # >= the longest sample: TRL truncates to max_length (default 1024)
-        "packing": False,             # packing keeps labels, but bfd packing truncates overflowing rows
-        "assistant_only_loss": False,  # the labels already hold the step masks
+    rows = write_tokens(ctx, out / "train.parquet")
+    settings = {
+        "max_length": longest(ctx.dataset),  # >= the longest sample: TRL truncates to max_length (default 1024)
+        "packing": False,                    # bfd packing keeps labels but truncates rows longer than max_length
+        "assistant_only_loss": False,        # the labels already hold the step masks
         "completion_only_loss": None,
-        "dataset_kwargs": {},         # keep preparation: it reads `labels` as is
-    })
-    warnings = []
-    if ctx.config.policy.soft:
-        warnings.append("trl: soft label weights cannot be represented (TRL has no per-token weights); steps "
-                        "with weight > 0 are trained at full weight. `srft train` uses loss_weights.")
-    return {"files": ["train.parquet", "sft_config.json"], "rows": table.num_rows, "warnings": warnings,
-            "load": "datasets.load_dataset('parquet', data_files='train.parquet')['train'] -> SFTTrainer"}
+        "dataset_kwargs": {},                # keep preparation: it reads `labels` as is
+    }
+    atomic_write_json(out / "sft_config.json", settings)
+    cli: dict[str, Any] = {}
+    if (model := model_dir(ctx)) is not None:
+        cli["model_name_or_path"] = str(model)
+    cli["datasets"] = [{"path": "parquet", "data_files": str(final_dir(out) / "train.parquet"), "split": "train"}]
+    cli.update({k: v for k, v in settings.items() if k != "dataset_kwargs"})
+    cli["output_dir"] = "srft-trl"
+    atomic_write_text(out / "trl.yaml", "# srft build export for TRL: srft's token ids and labels, used as they are.\n"
+                      "# Train: trl sft --config trl.yaml  (add your own hyperparameters)\n"
+                      + yaml.safe_dump(cli, sort_keys=False))
+    return {"files": ["train.parquet", "sft_config.json", "trl.yaml"], "rows": rows,
+            "warnings": lost_in_export(ctx, "trl") + no_model_warning(ctx, "trl", "model_name_or_path", "trl.yaml"),
+            "train": f"trl sft --config {final_dir(out) / 'trl.yaml'}"}

@@ -1,60 +1,35 @@
-"""verl export: multi-turn SFT Parquet (`data.multiturn.enable=true`) with a per-message loss mask.
+"""verl export: srft's token ids and labels + the dataset class that hands them to verl's SFT trainer as they are.
 
-Each message carries `loss_mask` (1 = train this assistant turn, 0 = not) and `trainable` (the same as a bool),
-the two spellings verl's per-message flag has had (verl-project/verl#5316, PR #5472). `srft_verl.py` is a
-`MultiTurnSFTDataset` subclass that applies that flag on any verl version, and decodes what Parquet cannot hold
-as nested dicts: the tool schemas (column `tools_json`) and, for templates that want them, argument dicts.
-verl renders every message separately and asserts the concatenation equals the whole render: templates that are
-not prefix-preserving (Qwen3) need `ignore_input_ids_mismatch=true` there. Soft weights cannot be represented.
+verl's own multi-turn dataset renders each message alone with the chat template and trains whole assistant
+messages (including the newline after the end-of-turn token), and it has no per-message loss flag: it cannot
+train srft's mask. So `srft_verl.py` (a copy of `verl_dataset.py`) is a `data.custom_cls` dataset over
+`train.parquet` (`input_ids`, `labels`), and `verl_overrides.txt` holds the Hydra overrides for verl's
+`sft_trainer` (config `sft_trainer_engine`). With the stock dataset class the missing `messages` column fails.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from srft.dataset.exports import ExportContext, common_warnings, conversations, tools_json
-from srft.dataset.exports import longest as longest_sample
+from srft.dataset.exports import (ExportContext, final_dir, helper_source, longest, lost_in_export, model_dir,
+                                  no_model_warning, tokenizer_check, write_tokens)
 from srft.io import atomic_write_text
 
 HELPER = Path(__file__).with_name("verl_dataset.py")
 
 
-def _message(m: dict[str, Any], weight: float | None) -> dict[str, Any]:
-    flag = int(weight is not None and weight > 0)
-    calls = [{"id": tc.get("id") or "", "type": tc.get("type") or "function",
-              "function": {"name": tc["function"]["name"], "arguments": tc["function"]["arguments"]}}
-             for tc in m.get("tool_calls") or []]
-    return {"role": m["role"], "content": m["content"], "tool_calls": calls or None,
-            "tool_call_id": m.get("tool_call_id"), "name": m.get("name"),
-            "reasoning_content": m.get("reasoning_content"), "loss_mask": flag, "trainable": bool(flag)}
-
-
 def export(ctx: ExportContext, out: Path) -> dict[str, Any]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    s = pa.string()
-    call = pa.struct([("id", s), ("type", s), ("function", pa.struct([("name", s), ("arguments", s)]))])
-    message = pa.struct([("role", s), ("content", s), ("tool_calls", pa.list_(call)), ("tool_call_id", s),
-                         ("name", s), ("reasoning_content", s), ("loss_mask", pa.int64()), ("trainable", pa.bool_())])
-    schema = pa.schema([("messages", pa.list_(message)), ("tools_json", s), ("trajectory_id", s)])
-    rows = [{"messages": [_message(m, w) for m, w in zip(c.messages, c.weights)], "tools_json": tools_json(
-        c.trajectory), "trajectory_id": c.trajectory.id} for c in conversations(ctx)]
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), out / "train.parquet")
-    helper = HELPER.read_text(encoding="utf-8").replace(
-        "ARGUMENTS_AS_DICT = False", f"ARGUMENTS_AS_DICT = {not ctx.renderer.profile.args_as_string}")
-    atomic_write_text(out / "srft_verl.py", helper)
-    longest = longest_sample(ctx.dataset)
-    atomic_write_text(out / "verl_overrides.txt", "\n".join([
-        f"data.train_files={(out.parent / 'verl').resolve() / 'train.parquet'}",
-        "data.multiturn.enable=true", "data.multiturn.messages_key=messages",
-        f"data.custom_cls.path={(out.parent / 'verl').resolve() / 'srft_verl.py'}",
-        "data.custom_cls.name=SrftMultiTurnSFTDataset",
-        f"data.max_length={longest}", "data.truncation=error"]) + "\n")
-    warnings = common_warnings(ctx, "verl")
-    if not ctx.renderer.profile.prefix_preserving:
-        warnings.append("verl: set data.multiturn.ignore_input_ids_mismatch=true for this template")
-    return {"files": ["train.parquet", "srft_verl.py", "verl_overrides.txt"], "rows": len(rows),
-            "warnings": warnings, "columns": json.loads(json.dumps(schema.names))}
+    rows = write_tokens(ctx, out / "train.parquet")
+    atomic_write_text(out / "srft_verl.py", helper_source(HELPER, CHECK=tokenizer_check(ctx)))
+    final = final_dir(out)
+    overrides = [f"data.train_files={final / 'train.parquet'}",
+                 f"data.custom_cls.path={final / 'srft_verl.py'}", "data.custom_cls.name=SrftSFTDataset",
+                 f"data.max_length={max(longest(ctx.dataset), 1)}", "data.truncation=error"]
+    if (model := model_dir(ctx)) is not None:
+        overrides.append(f"model.path={model}")
+    atomic_write_text(out / "verl_overrides.txt", "\n".join(overrides) + "\n")
+    warnings = lost_in_export(ctx, "verl") + no_model_warning(ctx, "verl", "model.path", "verl_overrides.txt")
+    return {"files": ["train.parquet", "srft_verl.py", "verl_overrides.txt"], "rows": rows, "warnings": warnings,
+            "train": f"torchrun --standalone --nproc_per_node=N -m verl.trainer.sft_trainer "
+                     f"$(cat {final / 'verl_overrides.txt'})"}
