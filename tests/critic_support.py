@@ -9,6 +9,10 @@ Each step is (thought, action, observation); for tool_traj the action is a ToolC
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 from srft.io import write_trajectories
@@ -96,6 +100,20 @@ class ConstantCritic:
 
     async def aclose(self) -> None:
         return None
+
+
+def sigkill_after_answers(cmd: list[str], server, answers: int = 5) -> subprocess.Popen:
+    """Start `cmd` (an `srft annotate` against `server`), SIGKILL it once the server has finished `answers`
+    requests, and return the dead process."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while sum(r.finished is not None for r in server.requests) < answers:
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "the annotate run never got going"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    return proc
 
 
 def build_constant(options, ctx):

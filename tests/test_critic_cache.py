@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -11,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from critic_support import simple_traj, write_store
+from critic_support import sigkill_after_answers, simple_traj, write_store
 
 from srft.critic.cache import CachedResponse, CacheKey, ResponseCache
 from srft.testing.fake_openai import FakeCriticServer
@@ -71,14 +70,7 @@ def test_sigkill_mid_run_then_resume_loses_nothing_and_repeats_nothing(tmp_path)
     with FakeCriticServer(delay_s=0.4) as server:
         cmd = [str(srft), "annotate", str(store), "--out", str(out), "--critic", "openai", "-o",
                f"base_url={server.url}", "-o", "model=slow", "--concurrency", "2", "--json"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 120
-        while sum(r.finished is not None for r in server.requests) < 5:
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "the annotate run never got going"
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        proc = sigkill_after_answers(cmd, server)
         assert proc.returncode == -signal.SIGKILL
         time.sleep(0.6)  # let server threads that were mid-answer (delay 0.4 s) settle before we look
         finished_before = {traj_of(r) for r in server.requests if r.finished is not None}

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from critic_support import simple_traj, write_store
+from critic_support import sigkill_after_answers, simple_traj, write_store
 
 from srft.critic.annotate import annotate_trajectories, run_annotate
 from srft.critic.cache import CacheKey
@@ -179,14 +177,7 @@ def test_sigkill_with_samples_then_resume_repeats_no_finished_sample(tmp_path):
         cmd = [str(srft), "annotate", str(store), "--out", str(out), "--critic", "openai", "-o",
                f"base_url={server.url}", "-o", "model=slow", "-o", "temperature=0.9", "--samples", "3",
                "--concurrency", "2", "--json"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 120
-        while sum(r.finished is not None for r in server.requests) < 5:
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "the annotate run never got going"
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        sigkill_after_answers(cmd, server)
         time.sleep(0.5)  # let answers that were mid-flight settle
         finished = {unit(r) for r in server.requests if r.finished is not None}
         n_before = len(server.requests)

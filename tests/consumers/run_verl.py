@@ -8,7 +8,6 @@ data.custom_cls), and verl's SFTTensorCollator batches it. Then the settings tha
 dataset class, another model's tokenizer, a data.max_length that would truncate.
 """
 
-import json
 import sys
 from importlib.metadata import version
 from pathlib import Path
