@@ -13,7 +13,9 @@ Convention (every command): `--json` prints exactly one JSON object on stdout, w
 stderr; exit status 0 only on full success, 1 when something failed while working, 2 for bad input. Commands
 raise, they never catch: `srft.cli.common.SrftGroup` turns every error into one `error:` line (and the JSON
 object), and `--debug` shows the traceback. Heavy imports (torch, transformers, datasets) happen inside the
-commands, so `srft --help` stays fast. Adding an option is one parameter in the command's function.
+commands, so `srft --help` stays fast. Adding an option is one parameter in the command's function. A command's
+body builds the stage's config, runs the stage, prints the stage's own summary and ends with `common.finish` (the
+JSON object, and exit 1 when the stage's verdict is a failure).
 """
 
 from __future__ import annotations

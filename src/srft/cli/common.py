@@ -125,6 +125,16 @@ def one_line(text: str) -> str:
     return f"{head} {'; '.join(rest)}" if head.endswith(":") else "; ".join(lines)
 
 
+def finish(json_out: bool, payload: dict[str, Any], ok: bool = True) -> None:
+    """Close a command: its one JSON object under --json, then exit 1 when the stage's verdict is a failure."""
+    if json_out:
+        from srft.console import emit_json
+
+        emit_json(payload)
+    if not ok:
+        raise typer.Exit(FAILED)
+
+
 def csv_list(text: str | None) -> tuple[str, ...]:
     """'mistake, unnecessary' -> ('mistake', 'unnecessary')."""
     return tuple(x.strip() for x in (text or "").split(",") if x.strip())

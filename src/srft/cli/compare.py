@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from srft.cli.common import JSON
+from srft.cli.common import JSON, finish
 
 
 def compare(
@@ -34,10 +34,8 @@ def compare(
     json_out: bool = JSON,
 ) -> None:
     """Paired statistics: resolve rates, paired CIs, p-values that match the design, MDE."""
-    import sys
-
     from srft.compare import harness, render
-    from srft.console import console_for, emit_json
+    from srft.console import console_for
     from srft.io import atomic_write_json
 
     result = harness.run_compare(harness.parse_systems(system or []), inputs=inputs or [], instances=instances,
@@ -48,9 +46,5 @@ def compare(
         result["plot"] = str(render.plot_forest(result, plot))
     if out:
         atomic_write_json(out, result)
-    if markdown:
-        (sys.stderr if json_out else sys.stdout).write(render.render_markdown(result))
-    else:
-        render.render_table(result, console_for(json_out))
-    if json_out:
-        emit_json(result)
+    render.show(result, console_for(json_out), markdown=markdown, json_mode=json_out)
+    finish(json_out, result)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from srft.cli.common import JSON
+from srft.cli.common import JSON, finish
 
 
 def build(
@@ -41,8 +41,8 @@ def build(
 ) -> None:
     """Weigh steps with a policy and build exactly-masked token samples (+ exports)."""
     from srft.config import parse_overrides
-    from srft.console import console_for, emit_json, say
-    from srft.dataset.build import BuildConfig, build_ok, run_build
+    from srft.console import console_for
+    from srft.dataset.build import BuildConfig, build_ok, json_summary, print_summary, run_build
 
     console = console_for(json_out)
     config = BuildConfig(
@@ -54,18 +54,8 @@ def build(
         masks={"render": render, "max_length": max_length, "truncation": truncation,
                "chat_template_kwargs": parse_overrides(template_kwarg, "--template-kwarg")})
     report = run_build(data_dir, out, config, annotations=annotations)
-    keys = ("samples", "trajectories", "trajectories_used", "trajectories_dropped", "drop_reasons", "tokens",
-            "trained_tokens", "masked_step_tokens", "truncated_tokens", "trained_tokens_lost", "longest_sample",
-            "trained_tokens_by_label", "samples_dropped", "steps_located", "warnings")
-    for key in keys[:-1]:
-        say(console, f"{key}: {report[key]}")
-    for warning in report["warnings"]:
-        say(console, f"warning: {warning}", "yellow")
-    if json_out:
-        emit_json({**{k: report[k] for k in keys}, "out": out, "report": f"{out}/build_report.json",
-                   "exports": {k: v["files"] for k, v in report["exports"].items()}})
-    if not build_ok(report):
-        raise typer.Exit(1)
+    print_summary(report, console)
+    finish(json_out, json_summary(report, out), build_ok(report))
 
 
 def audit(
@@ -76,25 +66,14 @@ def audit(
     json_out: bool = JSON,
 ) -> None:
     """Check every mask in a built dataset and show one sample, trained tokens coloured per step label."""
-    from srft.console import console_for, emit_json, say
+    from srft.console import console_for
     from srft.dataset.audit import audit as run_audit
-    from srft.dataset.audit import html_page, rich_text
+    from srft.dataset.audit import html_page, json_summary, print_summary
     from srft.io import atomic_write_text
 
     console = console_for(json_out)
     report = run_audit(build_dir, sample, tokenizer)
     if html:
         atomic_write_text(html, html_page(report))
-    s = report["sample"]
-    say(console, f"sample {s['index']}: {s['trajectory_id']} ({s['instance_id']}), resolved {s['resolved']}, "
-        f"policy {s['policy']}: {s['trained_tokens']} of {s['tokens']} tokens trained")
-    console.print(rich_text(s))
-    say(console, f"trained tokens by label: {report['trained_tokens_by_label']}; masked: "
-        f"{report['masked_tokens_by_label']}")
-    for problem in report["problems"]:
-        say(console, f"problem: {problem}", "red")
-    if json_out:
-        emit_json({k: v for k, v in report.items() if k != "sample"} | {
-            "sample": {k: v for k, v in s.items() if k != "runs"}, "html": html})
-    if report["rows_with_problems"]:
-        raise typer.Exit(1)
+    print_summary(report, console)
+    finish(json_out, json_summary(report, html), not report["rows_with_problems"])

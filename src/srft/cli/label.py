@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from srft.cli.common import JSON, csv_list
+from srft.cli.common import JSON, csv_list, finish
 
 
 def annotate(
@@ -48,8 +48,9 @@ def annotate(
     from pathlib import Path
 
     from srft.config import load_yaml
-    from srft.console import console_for, emit_json, say, table
+    from srft.console import console_for
     from srft.critic.annotate import config_from_cli, run_annotate
+    from srft.critic.report import json_summary, print_summary
 
     console = console_for(json_out)
     cfg = config_from_cli(load_yaml(Path(config).read_text(encoding="utf-8")) if config else None, critic=critic,
@@ -63,25 +64,8 @@ def annotate(
                                   "evidence": None if evidence is None else [] if evidence == "none"
                                   else csv_list(evidence)})
     report = run_annotate(data_dir, out, cfg, console=console)
-    say(console, f"srft annotate ({report['critic']}) -> {out}")
-    rows = [("trajectories", report["trajectories"]), ("steps", report["steps"]),
-            *((f"  {k}", v) for k, v in report["labels"].items()),
-            *((k, report[k]) for k in ("calls", "cached", "repaired", "failed"))]
-    console.print(table(None, ("", ""), rows))
-    cost = "" if report["cost_usd"] is None else f", cost ${report['cost_usd']:.4f}"
-    say(console, f"skipped {report['skipped'] or 0}; tokens: {report['prompt_tokens']} prompt, "
-        f"{report['completion_tokens']} completion{cost}; {report['elapsed_s']} s")
-    if report["failed"]:
-        say(console, f"{report['failed']} trajectories critic_failed {report['failed_by_reason']}: see "
-            f"{out}/critic_failures.jsonl", "yellow")
-    if json_out:
-        keys = ("trajectories", "labelled_trajectories", "skipped", "steps", "labels", "calls", "cached",
-                "repaired", "failed", "failed_by_reason", "fallback_steps", "prompt_tokens", "completion_tokens",
-                "prompt_tokens_cached", "cost_usd", "critic", "prompt_hash", "elapsed_s")
-        extra = {k: report[k] for k in ("evidence", "confidence") if k in report}
-        emit_json({**{k: report[k] for k in keys}, **extra, "out": out, "report": f"{out}/annotate_report.json"})
-    if report["failed"]:
-        raise typer.Exit(1)
+    print_summary(report, out, console)
+    finish(json_out, json_summary(report, out), not report["failed"])
 
 
 def critic_eval(
@@ -104,7 +88,7 @@ def critic_eval(
 ) -> None:
     """Score critics against gold labels: per-label P/R/F1, macro/micro F1, masked-vs-trained F1, kappa,
     confusion matrix, bootstrap CIs over trajectories; calibration (ECE, coverage curve) of labels with confidences."""
-    from srft.console import console_for, emit_json, say
+    from srft.console import console_for
     from srft.critic import eval as ce
     from srft.io import atomic_write_json
 
@@ -113,22 +97,8 @@ def critic_eval(
     report = ce.run_critic_eval(gold, pred, data, config, plot=plot, calibration_plot=calibration_plot)
     if out:
         atomic_write_json(out, report)
-    for part in ce.report_tables(report):
-        console.print(part)
-    unmatched = [e for e in report["preds"] if e["gold_only_steps"] or e["pred_only_steps"]]
-    for e in unmatched:
-        parts = [f"{e[f'{k}_steps']} {what} (e.g. {', '.join(e[f'{k}_examples'])}), left out of the scores"
-                 for k, what in (("gold_only", "gold step(s) without a prediction"),
-                                 ("pred_only", "predicted step(s) without gold")) if e[f"{k}_steps"]]
-        say(console, f"note: {e['name']}: " + "; ".join(parts))
-    empty = [e["name"] for e in report["preds"] if e["matched_steps"] == 0]
-    for name in empty:
-        say(console, f"error: {name} shares no (trajectory_id, step) with the gold file; are they keyed "
-            "differently? (--data resolves file/instance_id keys)", "red")
-    if json_out:
-        emit_json(report)
-    if empty or (strict and unmatched):
-        raise typer.Exit(1)
+    ce.print_report(report, console)
+    finish(json_out, report, ce.eval_ok(report, strict))
 
 
 def view(
@@ -163,7 +133,7 @@ def labels_export(
     json_out: bool = JSON,
 ) -> None:
     """Write the human labels as a gold step-label file (source `human:<annotator>`, reason = note)."""
-    from srft.console import console_for, emit_json, say
+    from srft.console import console_for, say
     from srft.labels import write_labels
     from srft.view.db import LabelsDB, export_labels
 
@@ -172,5 +142,4 @@ def labels_export(
     report["out"] = out
     say(console_for(json_out), f"wrote {report['labels']} labels of {report['trajectories']} trajectories by "
         f"{', '.join(report['annotators']) or 'nobody'} to {out}")
-    if json_out:
-        emit_json(report)
+    finish(json_out, report)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from srft.cli.common import JSON
+from srft.cli.common import JSON, finish
 
 
 def run(
@@ -20,7 +20,7 @@ def run(
     json_out: bool = JSON,
 ) -> None:
     """Run a recipe end to end (ingest, annotate, build, train, evaluate, compare, report); cached."""
-    from srft.console import console_for, emit_json
+    from srft.console import console_for
     from srft.run.graph import load_recipe, print_result, run_dir_for, run_pipeline
 
     console = console_for(json_out)
@@ -28,10 +28,7 @@ def run(
     result = run_pipeline(spec, run_dir_for(spec, out), force_from=from_stage, until=until, dry_run=dry_run,
                           console=console)
     print_result(result, console)
-    if json_out:
-        emit_json(result)
-    if not dry_run and not result["ok"]:
-        raise typer.Exit(1)
+    finish(json_out, result, dry_run or result["ok"])
 
 
 def lab(
@@ -44,19 +41,14 @@ def lab(
     json_out: bool = JSON,
 ) -> None:
     """The lab: a CPU-sized bug-fixing environment with known step labels; sft/rft/srft students compared."""
-    from srft.console import console_for, emit_json, say
+    from srft.console import console_for
     from srft.lab.config import apply_sets, preset_config
+    from srft.lab.report import json_summary, print_summary
+    from srft.run.experiment import run_lab
 
     console = console_for(json_out)
     config = apply_sets(preset_config(preset), [*([f"seeds=[{seeds}]"] if seeds else []), *(set_ or [])])
-    from srft.lab.report import markdown
-    from srft.run.experiment import run_lab
-
     out_dir = out or f"runs/lab-{preset}"
     report = run_lab(config, out_dir, console=console)
-    say(console, markdown(report["results"], config, report["eval_tasks"]))
-    say(console, f"wrote {out_dir}/results.md, lab_report.json, compare.json"
-        + (", noise.png" if report["files"]["plot"] else "") + f" in {report['total_s']} s")
-    if json_out:
-        emit_json({"out": out_dir, "preset": preset, "results": report["results"], "noise": report["noise"],
-                   "teacher": report["teacher"], "total_s": report["total_s"], "files": report["files"]})
+    print_summary(report, config, out_dir, console)
+    finish(json_out, json_summary(report, preset, out_dir))

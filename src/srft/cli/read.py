@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from srft.cli.common import JSON
+from srft.cli.common import JSON, finish
 
 
 def ingest(
@@ -22,10 +22,8 @@ def ingest(
     json_out: bool = JSON,
 ) -> None:
     """Read trajectories in any supported format, join harness outcomes, write one sorted store."""
-    import os
-
-    from srft.console import console_for, emit_json, progress_bar, say, table
-    from srft.formats.ingest import SUMMARY_KEYS, run_ingest
+    from srft.console import console_for, progress_bar
+    from srft.formats.ingest import json_summary, print_summary, run_ingest
 
     console = console_for(json_out)
     with progress_bar(console) as bar:
@@ -33,25 +31,5 @@ def ingest(
         result = run_ingest(paths, out, outcomes=outcomes or [], exclude_instances=exclude_instances,
                             outcomes_override=outcomes_override, fmt=fmt,
                             on_progress=lambda done, total, _: bar.update(task, completed=done, total=total))
-    report = result.report
-    columns = ("trajectories", "resolved", "unresolved", "unknown", "steps", "skipped")
-    rows = [[name, *(row[c] for c in columns)] for name, row in report["by_format"].items()]
-    total = ["total", *(report[c] for c in columns)]
-    console.print(table(f"srft ingest -> {out}", ("format", *columns), rows, total=total))
-    for bad in report["bad"][:20]:
-        where = bad["path"] + ("" if bad["row"] is None else f":{bad['row']}")
-        say(console, f"skipped {where}: {bad['reason']}", "yellow")
-    if len(report["bad"]) > 20:
-        say(console, f"... and {len(report['bad']) - 20} more skipped (see ingest_report.json)")
-    if report["trajectories"] == 0:
-        say(console, "no trajectories were ingested", "red")
-    companions = ", ".join(f"{v['count']} {k}" for k, v in report["companions"].items())
-    say(console, f"excluded {report['excluded']}, duplicates {report['duplicates']}, outcome conflicts "
-        f"{report['outcomes']['conflicts']}, outcome sources {len(report['outcome_sources'])}"
-        + (f", companions: {companions}" if companions else ""))
-    if json_out:
-        emit_json({**{k: report[k] for k in SUMMARY_KEYS}, "by_format": report["by_format"], "bad": report["bad"],
-                   "conflicts": report["outcomes"]["conflicts"], "out": out,
-                   "report": os.path.join(out, "ingest_report.json")})
-    if not result.ok(skip_bad):
-        raise typer.Exit(1)
+    print_summary(result.report, out, console)
+    finish(json_out, json_summary(result.report, out), result.ok(skip_bad))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from srft.cli.common import JSON
+from srft.cli.common import JSON, finish
 
 
 def train(
@@ -41,34 +41,22 @@ def train(
     json_out: bool = JSON,
 ) -> None:
     """Fine-tune on a build dataset with step masks (LoRA or full), exact loss normalisation."""
-    from pathlib import Path
-
-    from srft.console import console_for, emit_json, say
-    from srft.train.config import bad_drops, config_from_cli, train_ok
+    from srft.console import console_for
+    from srft.train.config import config_from_cli, train_ok
 
     console = console_for(json_out)
     config = config_from_cli(config_file, dict(  # noqa: C408 (keyword form mirrors the flags)
         model=model, lora=lora, full=full, lora_targets=lora_targets, epochs=epochs, max_steps=max_steps,
         budget_tokens=budget_tokens, budget_unit=budget_unit, lr=lr, batch_size=batch_size, batch_tokens=batch_tokens,
         grad_accum=grad_accum, global_batch=global_batch, packing=packing, max_length=max_length,
-        loss_norm=loss_norm, bf16=bf16,
-        gradient_checkpointing=gradient_checkpointing, seed=seed, save_steps=save_steps), sets)
-    from srft.train.report import summary_line
+        loss_norm=loss_norm, bf16=bf16, gradient_checkpointing=gradient_checkpointing, seed=seed, save_steps=save_steps), sets)
+    from srft.train.report import json_summary, print_summary
     from srft.train.run import is_main_process, run_train
 
     report = run_train(build_dir, out, config, resume=resume_from or resume, console=console)
-    if not is_main_process():  # under `accelerate launch` every process returns the report; one speaks
-        raise typer.Exit(0 if train_ok(report, skip_bad) else 1)
-    data = report["dataset"]
-    say(console, summary_line(report, out))
-    for reason, count in data["drops"].items():
-        say(console, f"dropped {count} row(s): {reason} (e.g. rows {data['drop_examples'][reason]})",
-            "yellow" if reason in bad_drops(report) else None)
-    if json_out:
-        emit_json({**{k: v for k, v in report.items() if k != "loss_curve"},
-                   "report": str(Path(out) / "train_report.json")})
-    if not train_ok(report, skip_bad):
-        raise typer.Exit(1)
+    if is_main_process():  # under `accelerate launch` every process returns the report; one speaks
+        print_summary(report, out, console)
+    finish(json_out and is_main_process(), json_summary(report, out), train_ok(report, skip_bad))
 
 
 def models_prepare(
@@ -78,15 +66,14 @@ def models_prepare(
     json_out: bool = JSON,
 ) -> None:
     """Convert a bundled GGUF into a plain Hugging Face model dir (fp32 weights + tokenizer + chat template)."""
-    from srft.console import console_for, emit_json, say
+    from srft.console import console_for, say
     from srft.train.models import default_dir, prepare_model
 
     target = out or str(default_dir(name))
     info = prepare_model(name, target, force=force)
     say(console_for(json_out), f"{'cached' if info['cached'] else 'converted'} {name}: {info['parameters']:,} "
         f"parameters -> {target}")
-    if json_out:
-        emit_json({**info, "out": target})
+    finish(json_out, {**info, "out": target})
 
 
 def models_init(
@@ -100,12 +87,11 @@ def models_init(
 ) -> None:
     """Write a random-init Llama/Qwen2 student around a tokenizer (for tests and the lab)."""
     from srft.config import parse_overrides
-    from srft.console import console_for, emit_json, say
+    from srft.console import console_for, say
     from srft.train.models import InitConfig, init_model
 
     config = InitConfig(arch=arch, preset=preset, seed=seed, overrides=parse_overrides(sets, "--set"))
     info = init_model(tokenizer, out, config)
     say(console_for(json_out), f"initialised {arch}/{preset}: {info['parameters']:,} parameters, vocab "
         f"{info['vocab_size']} -> {out}")
-    if json_out:
-        emit_json({**info, "out": out})
+    finish(json_out, {**info, "out": out})

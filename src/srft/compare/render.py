@@ -96,6 +96,16 @@ def render_table(result: dict[str, Any], console) -> None:
         console.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
 
 
+def show(result: dict[str, Any], console, markdown: bool = False, json_mode: bool = False) -> None:
+    """Rich tables on the console, or markdown tables on stdout (stderr when stdout carries the JSON object)."""
+    import sys
+
+    if markdown:
+        (sys.stderr if json_mode else sys.stdout).write(render_markdown(result))
+    else:
+        render_table(result, console)
+
+
 def render_markdown(result: dict[str, Any]) -> str:
     """GitHub-flavoured markdown tables (for papers, READMEs and the pipeline report)."""
     sys_head, sys_rows, cmp_head, cmp_rows = summary_rows(result)

@@ -244,6 +244,30 @@ def run_critic_eval(gold_path: str | os.PathLike, pred_paths: Sequence[str | os.
     return report
 
 
+def print_report(report: dict, console) -> None:
+    """The tables, then a note per pred on steps left out of its scores, and an error per pred sharing none."""
+    from srft.console import say
+
+    for part in report_tables(report):
+        console.print(part)
+    for e in report["preds"]:
+        parts = [f"{e[f'{k}_steps']} {what} (e.g. {', '.join(e[f'{k}_examples'])}), left out of the scores"
+                 for k, what in (("gold_only", "gold step(s) without a prediction"),
+                                 ("pred_only", "predicted step(s) without gold")) if e[f"{k}_steps"]]
+        if parts:
+            say(console, f"note: {e['name']}: " + "; ".join(parts))
+    for e in report["preds"]:
+        if e["matched_steps"] == 0:
+            say(console, f"error: {e['name']} shares no (trajectory_id, step) with the gold file; are they keyed "
+                "differently? (--data resolves file/instance_id keys)", "red")
+
+
+def eval_ok(report: dict, strict: bool = False) -> bool:
+    """Full success: every pred shares steps with the gold file (and, with strict, every step is in both)."""
+    unmatched = any(e["gold_only_steps"] or e["pred_only_steps"] for e in report["preds"])
+    return all(e["matched_steps"] for e in report["preds"]) and not (strict and unmatched)
+
+
 def plot_confusion(report: dict, path: str | os.PathLike) -> None:
     """One heat map per prediction file, rows normalised (colour = share of the gold label), counts written."""
     import matplotlib

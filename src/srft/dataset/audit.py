@@ -169,6 +169,26 @@ def _pieces(ids: list[int], tok_path: str | None) -> tuple[list[str], bool]:
 
 # -- output ---------------------------------------------------------------------------------------------------
 
+def print_summary(report: dict[str, Any], console) -> None:
+    """The sample (trained tokens coloured per step label), the token counts by label, every problem found."""
+    from srft.console import say
+
+    s = report["sample"]
+    say(console, f"sample {s['index']}: {s['trajectory_id']} ({s['instance_id']}), resolved {s['resolved']}, "
+        f"policy {s['policy']}: {s['trained_tokens']} of {s['tokens']} tokens trained")
+    console.print(rich_text(s))
+    say(console, f"trained tokens by label: {report['trained_tokens_by_label']}; masked: "
+        f"{report['masked_tokens_by_label']}")
+    for problem in report["problems"]:
+        say(console, f"problem: {problem}", "red")
+
+
+def json_summary(report: dict[str, Any], html: str | None) -> dict[str, Any]:
+    """The `--json` object: the report with the sample's text runs left out."""
+    sample = {k: v for k, v in report["sample"].items() if k != "runs"}
+    return {k: v for k, v in report.items() if k != "sample"} | {"sample": sample, "html": html}
+
+
 def rich_text(sample: dict[str, Any]):
     """The sample for a terminal: trained text coloured by label, context dim, masked steps struck through."""
     from rich.text import Text

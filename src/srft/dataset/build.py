@@ -123,6 +123,27 @@ def build_ok(report: dict[str, Any]) -> bool:
     return report["samples"] > 0 and not broken
 
 
+SUMMARY_KEYS = ("samples", "trajectories", "trajectories_used", "trajectories_dropped", "drop_reasons", "tokens",
+                "trained_tokens", "masked_step_tokens", "truncated_tokens", "trained_tokens_lost", "longest_sample",
+                "trained_tokens_by_label", "samples_dropped", "steps_located")
+
+
+def print_summary(report: dict[str, Any], console) -> None:
+    """One `key: value` line per count, then the warnings."""
+    from srft.console import say
+
+    for key in SUMMARY_KEYS:
+        say(console, f"{key}: {report[key]}")
+    for warning in report["warnings"]:
+        say(console, f"warning: {warning}", "yellow")
+
+
+def json_summary(report: dict[str, Any], out: str) -> dict[str, Any]:
+    """The `--json` object: the counts, the warnings and where each file is."""
+    return {**{k: report[k] for k in (*SUMMARY_KEYS, "warnings")}, "out": out, "report": f"{out}/build_report.json",
+            "exports": {k: v["files"] for k, v in report["exports"].items()}}
+
+
 def _validate(data_dir, annotations, config: BuildConfig) -> Renderer:
     """Check every input before heavy work; report all problems at once, saying what to set."""
     from srft.dataset.exports import EXPORTERS

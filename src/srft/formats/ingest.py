@@ -325,3 +325,30 @@ def run_ingest(paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike, *
     report["store"] = str(out / STORE_NAME)
     atomic_write_json(out / REPORT_NAME, report)
     return IngestResult([], report)
+
+
+def print_summary(report: dict[str, Any], out: str, console) -> None:
+    """The human summary of an ingest: a table by format, the skipped inputs, what was left out."""
+    from srft.console import say, table
+
+    columns = ("trajectories", "resolved", "unresolved", "unknown", "steps", "skipped")
+    rows = [[name, *(row[c] for c in columns)] for name, row in report["by_format"].items()]
+    total = ["total", *(report[c] for c in columns)]
+    console.print(table(f"srft ingest -> {out}", ("format", *columns), rows, total=total))
+    for bad in report["bad"][:20]:
+        where = bad["path"] + ("" if bad["row"] is None else f":{bad['row']}")
+        say(console, f"skipped {where}: {bad['reason']}", "yellow")
+    if len(report["bad"]) > 20:
+        say(console, f"... and {len(report['bad']) - 20} more skipped (see {REPORT_NAME})")
+    if report["trajectories"] == 0:
+        say(console, "no trajectories were ingested", "red")
+    companions = ", ".join(f"{v['count']} {k}" for k, v in report["companions"].items())
+    say(console, f"excluded {report['excluded']}, duplicates {report['duplicates']}, outcome conflicts "
+        f"{report['outcomes']['conflicts']}, outcome sources {len(report['outcome_sources'])}"
+        + (f", companions: {companions}" if companions else ""))
+
+
+def json_summary(report: dict[str, Any], out: str) -> dict[str, Any]:
+    """The `--json` object of an ingest."""
+    return {**{k: report[k] for k in SUMMARY_KEYS}, "by_format": report["by_format"], "bad": report["bad"],
+            "conflicts": report["outcomes"]["conflicts"], "out": out, "report": os.path.join(out, REPORT_NAME)}

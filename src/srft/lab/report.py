@@ -154,3 +154,18 @@ def write_results(out: Path, config: LabConfig, arms: dict[str, dict[str, Any]],
     }
     atomic_write_json(out / "lab_report.json", report)
     return report
+
+
+def print_summary(report: dict[str, Any], config: LabConfig, out: str, console) -> None:
+    """The results table, then the files written and the time taken."""
+    from srft.console import say
+
+    say(console, markdown(report["results"], config, report["eval_tasks"]))
+    say(console, f"wrote {out}/results.md, lab_report.json, compare.json"
+        + (", noise.png" if report["files"]["plot"] else "") + f" in {report['total_s']} s")
+
+
+def json_summary(report: dict[str, Any], preset: str, out: str) -> dict[str, Any]:
+    """The `--json` object of `srft lab`."""
+    return {"out": out, "preset": preset, **{k: report[k] for k in ("results", "noise", "teacher", "total_s",
+                                                                      "files")}}

@@ -133,3 +133,20 @@ def summary_line(report: dict[str, Any], out: str | Path) -> str:
             f"{report['final_loss']:.4f}, {report['trained_tokens']} trained of {report['tokens_seen']} tokens, "
             f"{report['tokens_per_s']} tokens/s, peak RSS {rss} MB"
             + (f", peak GPU {', '.join(f'{g:.0f}' for g in gpu)} MB" if gpu else "") + f" -> {out}")
+
+
+def print_summary(report: dict[str, Any], out: str | Path, console) -> None:
+    """The closing line, then one line per reason rows were dropped (in colour when it fails the run)."""
+    from srft.console import say
+    from srft.train.config import bad_drops
+
+    data = report["dataset"]
+    say(console, summary_line(report, out))
+    for reason, count in data["drops"].items():
+        say(console, f"dropped {count} row(s): {reason} (e.g. rows {data['drop_examples'][reason]})",
+            "yellow" if reason in bad_drops(report) else None)
+
+
+def json_summary(report: dict[str, Any], out: str | Path) -> dict[str, Any]:
+    """The `--json` object: the report without its loss curve (that is in train_report.json)."""
+    return {**{k: v for k, v in report.items() if k != "loss_curve"}, "report": str(Path(out) / "train_report.json")}
