@@ -95,6 +95,8 @@ CASES = [
     # ingest
     ("ingest-out-is-a-file", ["ingest", "{fixture}", "--out", "{file}"], True, 2, "exists and is not a folder"),
     ("ingest-out-uncreatable", ["ingest", "{fixture}", "--out", "/proc/srft-x"], False, 2, "cannot create"),
+    ("ingest-no-input-exists", ["ingest", "{tmp}/no.traj", "{tmp}/nope/", "--out", "{out}"], True, 2,
+     "no such file or folder"),
     ("ingest-unknown-format", ["ingest", "{fixture}", "--out", "{out}", "--format", "nosuch"], True, 2, "known:"),
     ("ingest-missing-exclude", ["ingest", "{fixture}", "--out", "{out}", "--exclude-instances", "{tmp}/no.txt"],
      True, 2, "--exclude-instances"),

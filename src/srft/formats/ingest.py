@@ -287,6 +287,10 @@ class _Stored:
 def _make_run(paths: Iterable[str | os.PathLike], outcomes: Iterable[str | os.PathLike],
               exclude_instances: str | os.PathLike | None, outcomes_override: bool, fmt: str | None,
               on_progress: Progress | None) -> _IngestJob:
+    paths = list(paths)
+    if paths and not any(Path(p).exists() for p in paths):  # one missing path among others is skipped and counted
+        listed = ", ".join(str(p) for p in paths[:3]) + (f" (+{len(paths) - 3} more)" if len(paths) > 3 else "")
+        raise IngestError(f"no such file or folder: {listed}; give trajectory files or folders that exist")
     exclude = None if exclude_instances is None else read_instance_ids(exclude_instances)
     return _IngestJob([Path(p) for p in paths], [Path(p) for p in outcomes], exclude, outcomes_override, fmt,
                 on_progress)
