@@ -133,6 +133,26 @@ def test_answers_bad_twice_fail_the_trajectory_with_raw_kept(tmp_path):
     assert fell_back["fallback_steps"] == 2 and fell_back["steps"] == 2
 
 
+def test_server_gone_a_cached_rerun_completes_and_a_new_call_stops_the_run_at_once(tmp_path):
+    import time
+
+    from srft.critic import Unreachable
+
+    trajs = [simple_traj(3, instance=f"i-{k}", hint={2: "mistake"}) for k in range(3)]
+    store = write_store(tmp_path / "store", trajs)
+    with FakeCriticServer() as server:
+        first = run_annotate(store, tmp_path / "a", openai_cfg(server.url))
+        written = (tmp_path / "a" / "annotations.parquet").read_bytes()
+    again = run_annotate(store, tmp_path / "a", openai_cfg(server.url))  # nothing listens there now
+    assert again["calls"] == 0 and again["cached"] == 3 and again["failed"] == 0
+    assert (tmp_path / "a" / "annotations.parquet").read_bytes() == written and first["failed"] == 0
+    more = write_store(tmp_path / "more", [*trajs, simple_traj(2, instance="new")])
+    started = time.monotonic()
+    with pytest.raises(Unreachable, match="cannot connect to 127.0.0.1"):
+        run_annotate(more, tmp_path / "a", openai_cfg(server.url, options={"max_retries": 5}))
+    assert time.monotonic() - started < 10, "an unreachable endpoint must not be retried call by call"
+
+
 def test_backend_that_gives_up_is_retried_on_the_next_run(tmp_path):
     store = write_store(tmp_path / "s", [simple_traj(2, instance="x")])
     with FakeCriticServer(plan=lambda req: Reply(status=503, body=b"down")) as down:

@@ -46,6 +46,11 @@ class BackendError(RuntimeError):
     run tries again."""
 
 
+class Unreachable(ValueError):
+    """The critic's endpoint cannot be reached at all. Raised at the first request the response cache cannot
+    answer, so the run stops in seconds with the fix (a fully cached run still completes without the server)."""
+
+
 @runtime_checkable
 class ChatBackend(Protocol):
     """Completes chat messages. `id` becomes the label `source` (e.g. 'openai:qwen2.5-coder-32b')."""

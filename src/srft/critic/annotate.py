@@ -31,7 +31,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 import srft
-from srft.critic import CriticContext, TrajectoryResult, labelled_steps
+from srft.critic import CriticContext, TrajectoryResult, Unreachable, labelled_steps
 from srft.critic.cache import ResponseCache
 from srft.critic.llm import build_critic
 from srft.critic.prompt import PromptBuilder, PromptConfig
@@ -97,15 +97,22 @@ def _fallback(traj: Trajectory, res: TrajectoryResult, label: str) -> None:
 
 async def _label_all(trajectories: Iterable[Trajectory], critic: Any, cfg: AnnotateConfig,
                      on_item: Callable[[TrajectoryResult | None], None]) -> tuple[list[TrajectoryResult], Counter]:
-    """Feed trajectories to `concurrency` workers; one bad trajectory never stops the others."""
+    """Feed trajectories to `concurrency` workers; one bad trajectory never stops the others (an unreachable
+    endpoint stops them all: every trajectory would fail the same way)."""
     queue: asyncio.Queue = asyncio.Queue(maxsize=2 * cfg.concurrency)  # bounded: the store is streamed
     results: list[TrajectoryResult] = []
     skipped: Counter = Counter()
+    fatal: list[Unreachable] = []
 
     async def worker() -> None:
         while (traj := await queue.get()) is not None:
+            if fatal:  # keep taking, so the feeder never blocks on a full queue
+                continue
             try:
                 res = await critic.label(traj)
+            except Unreachable as exc:
+                fatal.append(exc)
+                continue
             except Exception as exc:  # noqa: BLE001 - item boundary: record, count, carry on
                 res = TrajectoryResult(trajectory_id=traj.id, status="critic_failed", failure="critic_error",
                                        error=f"{type(exc).__name__}: {exc}")
@@ -118,6 +125,8 @@ async def _label_all(trajectories: Iterable[Trajectory], critic: Any, cfg: Annot
     seen: set[str] = set()
     try:
         for traj in trajectories:
+            if fatal:
+                break
             reason = "duplicate_id" if traj.id in seen else skip_reason(traj, cfg.only)
             seen.add(traj.id)
             if reason:
@@ -129,6 +138,8 @@ async def _label_all(trajectories: Iterable[Trajectory], critic: Any, cfg: Annot
         for _ in workers:
             await queue.put(None)
         await asyncio.gather(*workers)
+    if fatal:
+        raise fatal[0]
     return sorted(results, key=lambda r: r.trajectory_id), skipped
 
 

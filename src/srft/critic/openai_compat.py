@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from srft.critic import BackendError, Completion, CriticContext
+from srft.critic import BackendError, Completion, CriticContext, Unreachable
 
 RETRY_STATUS = {408, 409, 429}
 MODES = ("json_schema", "json_object", "off")
@@ -83,6 +83,7 @@ class OpenAIBackend:
         self.mode = "json_schema" if config.structured == "auto" else config.structured
         self.mode_changes: list[str] = []  # reported: each automatic downgrade of the structured mode
         self.retries = 0
+        self.unreachable: str | None = None  # the connect probe's error: raised at the first uncached request
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(config.api_key_env)
         if key:
@@ -126,6 +127,8 @@ class OpenAIBackend:
                        max_tokens: int, sample: int | None = None, logprobs: int = 0) -> Completion:
         """`sample`: the index of one of several answers drawn for this prompt (seed = seed + sample);
         `logprobs`: ask for that many top log-probabilities per answer token."""
+        if self.unreachable:
+            raise Unreachable(self.unreachable)
         body = {"sample": sample, "logprobs": logprobs}
         attempt, last = 0, ""
         while True:
@@ -207,14 +210,19 @@ class OpenAIBackend:
 
 def build(options: dict[str, Any], ctx: CriticContext) -> OpenAIBackend:
     config = OpenAIConfig(**options)
-    probe_endpoint(config.base_url, min(3.0, config.timeout_s))
-    return OpenAIBackend(config, concurrency=ctx.concurrency)
+    backend = OpenAIBackend(config, concurrency=ctx.concurrency)
+    try:
+        probe_endpoint(config.base_url, min(3.0, config.timeout_s))
+    except Unreachable as exc:  # not yet an error: every answer may be in the cache
+        backend.unreachable = str(exc)
+    return backend
 
 
 def probe_endpoint(base_url: str, timeout_s: float = 3.0) -> None:
     """One short TCP connect before any call, so an unreachable endpoint fails the run in seconds instead of
     after every call's retries (minutes). Skipped when a proxy would carry the requests (httpx honours the
-    *_PROXY variables; the proxy, not this machine, reaches the server). ValueError saying what to fix."""
+    *_PROXY variables; the proxy, not this machine, reaches the server). ValueError saying what to fix
+    (Unreachable when nothing answers)."""
     import socket
     import urllib.request
     from urllib.parse import urlsplit
@@ -229,5 +237,5 @@ def probe_endpoint(base_url: str, timeout_s: float = 3.0) -> None:
         socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise ValueError(f"base_url {base_url}: cannot connect to {parts.hostname}:{port} ({reason}); start the "
+        raise Unreachable(f"base_url {base_url}: cannot connect to {parts.hostname}:{port} ({reason}); start the "
                          "server or set -o base_url=http://HOST:PORT/v1") from None
