@@ -309,12 +309,18 @@ def test_an_interrupted_training_resumes_from_its_last_checkpoint(tiny_run, tmp_
     with pytest.raises(RuntimeError, match="power cut"):
         run_train(run / "build" / "srft", work, config, callbacks=[Crash()])
     assert (work.with_name("model.partial") / "checkpoints" / "checkpoint-1").is_dir()
+    # Another student was killed while writing its first checkpoint: nothing to continue, it starts over.
+    other = runner.by_key["train/rft/seed0"]
+    half = run / ".resume" / other.key / runner.fingerprint(other)[0][:16] / "model.partial" / "checkpoints"
+    (half / "checkpoint-1").mkdir(parents=True)
+    (half / "checkpoint-1" / "model.safetensors").write_bytes(b"cut")
 
     code, result, _ = _cli(["--out", str(run), *overrides, "--until", "train"])
     trained = {n["key"]: n["summary"] for n in result["nodes"] if n["key"].startswith("train/")}
     assert code == 0 and trained["train/srft/seed0"]["resumed_from"].endswith("checkpoint-1")
     assert trained["train/srft/seed0"]["steps"] == 3 and trained["train/rft/seed0"]["resumed_from"] is None
-    assert not (run / ".resume" / node.key).exists()  # cleaned once finished
+    assert trained["train/rft/seed0"]["steps"] == 3
+    assert not (run / ".resume" / node.key).exists() and not (run / ".resume" / other.key).exists()  # cleaned
     assert not (run / "train/srft/seed0/model/checkpoints").exists()
 
 

@@ -302,6 +302,7 @@ def test_pinned_losses_and_resume_after_crash(tiny_model, tmp_path):
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_train(build, tmp_path / "crash", cfg, callbacks=[CrashAfter(2).callback])
     assert not (tmp_path / "crash").exists() and (tmp_path / "crash.partial" / "checkpoints" / "checkpoint-2").is_dir()
+    (tmp_path / "crash.partial" / "checkpoints" / "checkpoint-3").mkdir()  # killed while saving: skipped
     resumed = run_train(build, tmp_path / "crash", cfg, resume=True)
     assert [e["loss"] for e in resumed["loss_curve"]] == pytest.approx(losses, abs=1e-6)
     assert resumed["resumed_from"].endswith("checkpoint-2") and resumed["steps"] == 4

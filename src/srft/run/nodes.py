@@ -188,8 +188,11 @@ def train(config: Any, launch: LaunchSection | None, build_key: str, ctx: NodeCo
 
     if "student" in ctx.dep_dirs:
         config = config.model_copy(update={"model": str(ctx.dep("student") / layout.MODEL)})
+    from srft.train.run import last_checkpoint
+
     work = ctx.resume_dir() / layout.MODEL
-    resume = (work.with_name("model.partial") / "checkpoints").is_dir()
+    # A kill before the first checkpoint was complete leaves nothing to continue: that attempt starts over.
+    resume = last_checkpoint(work.with_name("model.partial") / "checkpoints") is not None
     if resume:
         log.info("%s: resuming from the checkpoints in %s", ctx.node.key, work.parent)
     if launch is not None:

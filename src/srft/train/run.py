@@ -188,10 +188,18 @@ def check_resume(checkpoint: Path, record: dict[str, Any]) -> None:
                          "the same way")
 
 
+def last_checkpoint(folder: Path) -> Path | None:
+    """The newest complete `checkpoint-N` under `folder` (a kill while saving leaves one without the
+    trainer_state.json that the Trainer writes last: it is skipped), or None."""
+    import re
+
+    done = [(int(m.group(1)), c) for c in (folder.iterdir() if folder.is_dir() else ())
+            if (m := re.fullmatch(r"checkpoint-(\d+)", c.name)) and (c / "trainer_state.json").is_file()]
+    return max(done)[1] if done else None
+
+
 def _resume_point(resume: bool | str | Path, work: Path, out: Path) -> tuple[Path | None, bool]:
     """(checkpoint to continue, whether it lives in a finished OUT that must become the partial run again)."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     if not resume:
         return None, False
     if not isinstance(resume, bool):
@@ -200,9 +208,9 @@ def _resume_point(resume: bool | str | Path, work: Path, out: Path) -> tuple[Pat
             raise TrainError(f"{path}: not a Trainer checkpoint (no trainer_state.json)")
         return path, False
     for base, adopt in ((work, False), (out, True)):
-        last = get_last_checkpoint(str(base / "checkpoints")) if (base / "checkpoints").is_dir() else None
+        last = last_checkpoint(base / "checkpoints")
         if last is not None:
-            return Path(last), adopt
+            return last, adopt
     raise TrainError(f"resume: no checkpoint under {work}/checkpoints or {out}/checkpoints "
                      "(checkpoints are written only with --save-steps)")
 
