@@ -68,12 +68,14 @@ def results_table(cmp: dict[str, Any], arms: Mapping[str, dict[str, Any]]) -> li
 
 def markdown(rows: list[dict[str, Any]], config: LabConfig, n_tasks: int) -> str:
     """The results table as Markdown (numbers in %, pp)."""
+    # `srft compare` reports the p of its design: the two-level bootstrap's (inverting its CI) with several seeds.
+    test = "two-level bootstrap p (inverts the CI)" if len(config.seeds) > 1 else "exact sign test"
     lines = [f"# srft lab: preset {config.preset}",
              "",
              f"{n_tasks} held-out tasks, greedy decoding, {len(config.seeds)} training seed(s) per arm, "
              f"{config.finetune.max_steps} optimizer steps x {config.finetune.batch_size} samples for every arm "
-             "(equal steps). CIs: 95% paired bootstrap over tasks (and seeds) by `srft compare`; p: exact sign "
-             "test vs rft, Holm-adjusted in brackets.",
+             "(equal steps). CIs: 95% paired bootstrap over tasks (and seeds) by `srft compare`; p: "
+             f"{test} vs rft, Holm-adjusted in brackets.",
              "",
              "| system | success % [95% CI] | per seed % | vs rft, pp [95% CI] | p (Holm) | trajectories | "
              "trained tokens | what it is |",
