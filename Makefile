@@ -38,7 +38,8 @@ CVENVS := .venv-consumers
 
 consumers: $(CONSUMERS:%=$(CVENVS)/%/.stamp)
 
-$(CVENVS)/%/.stamp: tests/consumers/requirements-%.txt tests/consumers/torchaudio_stub.py
+$(CVENVS)/llamafactory/.stamp: tests/consumers/torchaudio_stub.py
+$(CVENVS)/%/.stamp: tests/consumers/requirements-%.txt
 	@rm -rf $(CVENVS)/$*
 	$(PYTHON) -m venv $(CVENVS)/$*
 	$(CVENVS)/$*/bin/python -m pip --disable-pip-version-check -q install --no-deps -r $<

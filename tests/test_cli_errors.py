@@ -191,6 +191,8 @@ CASES = [
     ("compare-missing-file", ["compare", "--system", "x={tmp}/no-run.json"], True, 2, "no-run.json"),
     ("compare-bad-cluster", ["compare", "{file}", "--cluster", "folder"], True, 2, "--cluster: Input should be"),
     ("compare-bad-n-boot", ["compare", "{file}", "--n-boot", "0"], False, 2, "--n-boot"),
+    ("compare-one-cluster", ["compare", "--system", "x={runs}:a", "--cluster", "repo"], True, 2,
+     "needs at least 2 repositories"),
     ("compare-missing-instances", ["compare", "--system", "x={runs}:a", "--instances", "{tmp}/no-ids.txt"], True, 2,
      "no-ids.txt"),
     # run, lab
@@ -221,7 +223,7 @@ def test_bad_input_gives_one_clear_error(case, env, request):
     res = invoke(args)
     assert time.monotonic() - start < 30, "bad input must be caught before heavy work"
     assert res.exit_code == code, f"exit {res.exit_code}\nstdout: {res.stdout}\nstderr: {res.stderr}"
-    assert "Traceback" not in res.stderr and res.exception is None or isinstance(res.exception, SystemExit)
+    assert "Traceback" not in res.stderr and (res.exception is None or isinstance(res.exception, SystemExit))
     errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and text in errors[0], res.stderr
     if as_json:

@@ -38,14 +38,9 @@ SCRIPTS = ROOT / "tests" / "consumers"
 
 def _byte_decoder() -> dict[str, int]:
     """GPT-2's byte-level alphabet, reversed: the characters of tokenizer.json's vocab -> the bytes they stand for."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars, extra = list(keep), 0
-    for b in range(256):
-        if b not in keep:
-            keep.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return {chr(c): b for b, c in zip(keep, chars)}
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return {c: b for b, c in bytes_to_unicode().items()}
 
 
 def student_dir(tokenizer: Path, out: Path) -> dict:
@@ -136,8 +131,9 @@ def assert_same_tokens(rows: list[dict], ds, what: str, ordered: bool = True) ->
     got = [(r["input_ids"], [int(bool(x)) for x in r["trained"]]) for r in rows]
     if not ordered:
         want, got = sorted(want), sorted(got)
-    assert len(got) == len(want), f"{what}: {len(got)} samples, srft built {len(want)}"
+    assert want and len(got) == len(want), f"{what}: {len(got)} samples, srft built {len(want)}"
     for i, ((ids, mask), (want_ids, want_mask)) in enumerate(zip(got, want)):
+        assert len(mask) == len(ids), f"{what}: sample {i}: {len(mask)} mask positions for {len(ids)} ids"
         if ids != want_ids:
             at = next((k for k, (a, b) in enumerate(zip(ids, want_ids)) if a != b), min(len(ids), len(want_ids)))
             pytest.fail(f"{what}: sample {i}: ids differ from srft's at token {at} ({len(ids)} vs {len(want_ids)})")
@@ -284,13 +280,14 @@ def assert_packed(packs: list[dict], ds, what: str) -> None:
         pos = 0
         for length in pack["seq_lens"]:
             ids, trained = pack["input_ids"][pos:pos + length], pack["trained"][pos:pos + length]
+            assert len(trained) == len(ids) == length, f"{what}: pack {p} at {pos}: a short mask or ids"
             if k < len(want) and ids == want[k][0]:
                 assert trained == want[k][1], f"{what}: sample {k} (pack {p}) trained positions differ from srft's"
                 k += 1
             else:  # only the padding at the end of a pack may be something else
                 assert pos + length == len(pack["input_ids"]) and not any(trained), f"{what}: pack {p} at {pos}"
             pos += length
-    assert k == len(want), f"{what}: {k} of {len(want)} samples found in the packs"
+    assert want and k == len(want), f"{what}: {k} of {len(want)} samples found in the packs"
 
 
 def test_scripts_never_import_srft():

@@ -138,11 +138,6 @@ def validation_problems(exc: ValidationError, model: type[BaseModel] | None = No
     return [f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {error_message(e, model)}" for e in exc.errors()]
 
 
-def format_validation_error(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
-    """One line: 'invalid TrainConfig: lr: Input should be greater than 0 (got -1); ...'."""
-    return f"invalid {exc.title}: " + "; ".join(validation_problems(exc, model))
-
-
 def error_message(err: dict, model: type[BaseModel] | None = None) -> str:
     """A pydantic error's message without its URL; an unknown key gets the closest known one and the list."""
     loc = tuple(err["loc"])

@@ -36,8 +36,8 @@ class SrftGroup(TyperGroup):
         try:
             with reserve_stdout() if "--json" in argv else contextlib.nullcontext():
                 code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
-        except typer.Abort:
-            code = FAILED
+        except typer.Abort:  # Ctrl-C: still one error line, and the JSON object under --json
+            code = report_failure(RuntimeError("interrupted"), json_mode="--json" in argv)
         except Exception as exc:
             if type(exc).__name__ == "NoArgsIsHelpError":  # `srft models`: the help, as click prints it
                 exc.show()

@@ -145,7 +145,8 @@ def pair_stats(a: np.ndarray, b: np.ndarray, design: Design, rng: np.random.Gene
         one_run = a.shape[1] == 1 and b.shape[1] == 1
         value = (power.mcnemar_mde(n, m, design.alpha, design.power) if one_run
                  else power.mde(se0, design.alpha, design.power))
-        method = "exact McNemar power" if one_run else "normal approximation, null variance"
+        exact = one_run and n <= power.EXACT_MAX_N  # mcnemar_mde falls back to the normal approximation above
+        method = "exact McNemar power" if exact else "normal approximation, null variance"
         out.update(p_value=p_sign, mde=_mde_block(value, method, se0, a, b, design))
     else:
         se0 = math.sqrt(iv.se_boot ** 2 + shift)

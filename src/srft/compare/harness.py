@@ -190,15 +190,14 @@ def _pairs(names: list[str], baseline: str | None) -> list[tuple[str, str]]:
 
 
 def _design(cfg: CompareConfig, codes: np.ndarray | None) -> Design:
+    if codes is not None and int(codes.max()) + 1 < 2:  # one cluster: a cluster bootstrap has nothing to resample
+        raise CompareError("--cluster repo needs at least 2 repositories (all instances share one); drop --cluster")
     if cfg.cluster_ci != "bootstrap":
         if codes is None:
             raise CompareError(f"--cluster-ci {cfg.cluster_ci} corrects clustered CIs: add --cluster repo")
         if cfg.two_level:
             raise CompareError(f"--cluster-ci {cfg.cluster_ci} does not resample runs: drop --two-level, or keep it "
                                "with --cluster-ci bootstrap")
-        if int(codes.max()) + 1 < 2:
-            raise CompareError(f"--cluster-ci {cfg.cluster_ci} needs at least 2 clusters (all instances share one "
-                               "repository)")
     return Design(n_boot=cfg.n_boot, confidence=cfg.confidence, alpha=cfg.alpha, power=cfg.power,
                   two_level=cfg.two_level, codes=codes, cluster_ci=cfg.cluster_ci)
 
@@ -207,8 +206,8 @@ def _cluster_warning(info: dict[str, Any], cfg: CompareConfig) -> list[str]:
     if info["effective_clusters"] >= FEW_CLUSTERS or cfg.cluster_ci != "bootstrap":
         return []
     message = (f"only {info['n_clusters']} clusters (effective number {info['effective_clusters']:.1f}, "
-               "Carter-Schochet-Steiner G*): percentile cluster-bootstrap CIs are too narrow with this few; "
-               "--cluster-ci wild (or cr2) corrects for it")
+               "Carter-Schochet-Steiner G*): percentile cluster-bootstrap CIs are too narrow with this few, and "
+               "the p-values that invert them too small; --cluster-ci wild (or cr2) corrects for it")
     return [message]
 
 

@@ -34,7 +34,7 @@ from srft.dataset.render import Renderer, TemplateError, load_tokenizer
 
 COLUMNS = ("input_ids", "labels", "loss_weights", "trajectory_id", "instance_id", "resolved", "policy",
            "step_spans", "step_labels")
-_INTERNAL = ("_meta", "_messages")  # per-row drop reason / counts, message indices (for exports); not saved
+_INTERNAL = ("_meta",)  # per-row drop reason / counts; not saved
 
 
 class BuildConfig(BaseModel):
@@ -64,7 +64,7 @@ def features():
         "loss_weights": ds.List(ds.Value("float32")), "trajectory_id": ds.Value("string"),
         "instance_id": ds.Value("string"), "resolved": ds.Value("bool"), "policy": ds.Value("string"),
         "step_spans": ds.List(span), "step_labels": ds.List(ds.Value("string")),
-        "_meta": ds.Value("string"), "_messages": ds.List(ds.Value("int64")),
+        "_meta": ds.Value("string"),
     })
 
 
@@ -105,9 +105,7 @@ def run_build(data_dir: str | Path, out_dir: str | Path, config: BuildConfig | N
         final = _save(mapped, keep, out_dir / "dataset", config, _fingerprint(report))
         report["longest_sample"] = longest(final)
         report["vocab"] = {"tokenizer": tokenizer_facts(renderer.tok), "max_token_id": max_token_id(final)}
-        all_messages = mapped.select_columns(["_messages"])["_messages"]
-        messages = [all_messages[i] for i in keep]
-        report["exports"] = _export(final, messages, used, renderer, config, out_dir)
+        report["exports"] = _export(final, renderer, config, out_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report["warnings"] += [w for e in report["exports"].values() for w in e.get("warnings", [])]
@@ -209,20 +207,19 @@ def map_batch(batch: dict[str, list], tokenizer: str, masks: str, policy: str) -
         meta = {"counts": dict(built.counts)}
         if built.drop_reason or not built.samples:
             meta["drop"] = built.drop_reason or "all_samples_dropped"
-            _row(out, traj, policy, [], [], [], [], [], [], meta)
+            _row(out, traj, policy, [], [], [], [], [], meta)
             continue
         for j, s in enumerate(built.samples):
             _row(out, traj, policy, s.input_ids, s.labels, s.loss_weights, s.step_spans, s.step_labels,
-                 s.message_indices, meta if j == 0 else {})
+                 meta if j == 0 else {})
     return out
 
 
-def _row(out, traj, policy, ids, labels, weights, spans, step_labels, messages, meta) -> None:
+def _row(out, traj, policy, ids, labels, weights, spans, step_labels, meta) -> None:
     for name, value in (("input_ids", ids), ("labels", labels), ("loss_weights", weights),
                         ("trajectory_id", traj.id), ("instance_id", traj.instance_id),
                         ("resolved", traj.outcome.resolved), ("policy", policy), ("step_spans", spans),
-                        ("step_labels", step_labels), ("_meta", json.dumps(meta, sort_keys=True)),
-                        ("_messages", messages)):
+                        ("step_labels", step_labels), ("_meta", json.dumps(meta, sort_keys=True))):
         out[name].append(value)
 
 
@@ -245,11 +242,10 @@ def _save(mapped, keep: list[int], target: Path, config: BuildConfig, fingerprin
     return final
 
 
-def _export(final, messages, used, renderer, config: BuildConfig, out_dir: Path) -> dict[str, Any]:
+def _export(final, renderer, config: BuildConfig, out_dir: Path) -> dict[str, Any]:
     from srft.dataset.exports import ExportContext, get_exporter
 
-    ctx = ExportContext(dataset=final, messages=messages, trajectories={t.id: t for t in used},
-                        renderer=renderer, config=config)
+    ctx = ExportContext(dataset=final, renderer=renderer, config=config)
     results = {}
     for name in sorted(set(config.exports)):
         with atomic_path(out_dir / "exports" / name, directory=True) as tmp:

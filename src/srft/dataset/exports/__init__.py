@@ -42,8 +42,6 @@ class ExportContext:
     """What `srft build` hands every exporter."""
 
     dataset: Any                          # the saved datasets.Dataset (columns of DEVELOPERS.md "Build dataset")
-    messages: list[list[int]]             # per row: the trajectory message indices the sample renders
-    trajectories: dict[str, Any]          # id -> srft.model.Trajectory (with policy weights on its steps)
     renderer: Any                         # srft.dataset.render.Renderer of the student tokenizer
     config: Any                           # srft.dataset.build.BuildConfig
 

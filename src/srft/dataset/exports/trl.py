@@ -22,7 +22,7 @@ from srft.io import atomic_write_json, atomic_write_text
 def export(ctx: ExportContext, out: Path) -> dict[str, Any]:
     rows = write_tokens(ctx, out / "train.parquet")
     settings = {
-        "max_length": longest(ctx.dataset),  # >= the longest sample: TRL truncates to max_length (default 1024)
+        "max_length": max(longest(ctx.dataset), 1),  # >= the longest sample: TRL truncates to max_length (default 1024)
         "packing": False,                    # bfd packing keeps labels but truncates rows longer than max_length
         "assistant_only_loss": False,        # the labels already hold the step masks
         "completion_only_loss": None,
