@@ -93,6 +93,8 @@ def test_logprobs_give_label_probabilities_and_survive_the_cache(tmp_path):
         asked = [r for r in server.requests if r.body.get("response_format")]
         assert len(asked) == 1 and asked[0].body["logprobs"] is True and asked[0].body["top_logprobs"] == 10
     assert first["confidence"]["steps"] == 3 and second["cached"] == 1 and second["calls"] == 0
+    gone = run_annotate(store, tmp_path / "c", cfg)  # the server is down: no probe needed, every answer cached
+    assert gone["cached"] == 1 and gone["failed"] == 0 and gone["confidence"]["steps"] == 3
     labels = {lab.step: lab for lab in read_labels(tmp_path / "b" / "annotations.parquet")}
     assert labels[1].probs == {"good": 1.0} and labels[1].confidence == 1.0 and labels[1].votes is None
     assert labels[2].label == "mistake"
@@ -134,6 +136,28 @@ def test_ensemble_labels_keep_the_members_votes():
     assert [(lab.label, lab.votes, lab.confidence) for lab in result.labels] == [
         ("mistake", {"good": 1, "mistake": 2}, 0.666667)] * 2
     assert result.summary["confidence"]["steps"] == 2
+
+
+def test_an_ensemble_sums_its_members_unscored_steps():
+    import asyncio
+
+    from srft.critic import TrajectoryResult, labelled_steps
+    from srft.critic.ensemble import EnsembleConfig, EnsembleCritic
+
+    class Member:  # a logprobs member that could not score some steps
+        prompt_hash = None
+
+        def __init__(self, name, unscored):
+            self.id, self.unscored = name, unscored
+
+        async def label(self, traj):
+            labels = [StepLabel(trajectory_id=traj.id, step=n, label="good", source=self.id)
+                      for n in labelled_steps(traj)]
+            return TrajectoryResult(trajectory_id=traj.id, status="ok", labels=labels, unscored_steps=self.unscored)
+
+    config = EnsembleConfig(members=[{"name": "a"}, {"name": "b"}])
+    ensemble = EnsembleCritic(config, [Member("a", 2), Member("b", 1)])
+    assert asyncio.run(ensemble.label(simple_traj(2, instance="u"))).unscored_steps == 3
 
 
 def test_votes_tally_and_the_label_file_schema(tmp_path):

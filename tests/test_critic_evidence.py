@@ -165,3 +165,17 @@ def test_outcome_tests_survive_the_store(tmp_path):
                                                            .model_copy(update={"tests": tests})})
     [back] = iter_trajectories(write_store(tmp_path, [traj]))
     assert back.outcome.tests == tests and back == traj
+
+
+@pytest.mark.parametrize("budget", [64, 128, 256])
+def test_reference_section_keeps_to_its_budget_with_many_long_test_names(budget):
+    from srft.critic.evidence import ReferenceFix, reference_text
+    from srft.critic.prompt import TokenCounter
+
+    counter = TokenCounter()
+    names = [f"tests/test_module_{k}.py::TestSomething::test_a_rather_long_parametrised_name[case-{k}]"
+             for k in range(30)]
+    fix = ReferenceFix(patch="+    return a / b\n" * 50, fail_to_pass=names)
+    text, cut = reference_text(fix, budget, counter)
+    assert counter.count(text) <= budget and cut > 0
+    assert "FAIL_TO_PASS" in text and "return a / b" in text  # both parts survive the cut

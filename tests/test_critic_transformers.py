@@ -33,6 +33,10 @@ def test_guided_decoding_labels_every_step_and_caches(smollm2_dir, tmp_path):
     again = annotate_trajectories(trajs, cfg, cache_path=tmp_path / "cache.sqlite")
     assert again.summary["calls"] == 0 and again.summary["cached"] == 3
     assert again.labels == result.labels
+    sampled = {**cfg, "samples": 2, "critic": {"name": "transformers",
+                                               "options": {**cfg["critic"]["options"], "temperature": 0.7}}}
+    with pytest.raises(ValueError, match="decodes guided"):  # guided is greedy: K samples would be one answer
+        annotate_trajectories(trajs, sampled, cache_path=tmp_path / "cache.sqlite")
 
 
 def test_free_decoding_batches_requests_and_parses_strictly(smollm2_dir):

@@ -87,7 +87,8 @@ def parse_overrides(items: Iterable[str] | None, option: str = "--set") -> dict[
     return out
 
 
-def _coerce_key(part: str) -> Any:
+def coerce_key(part: str) -> Any:
+    """A dotted-key part: digits index a list."""
     return int(part) if part.isdigit() else part
 
 
@@ -98,7 +99,7 @@ def apply_overrides(data: dict[str, Any], items: Iterable[str] | dict[str, Any],
     pairs = items.items() if isinstance(items, dict) else parse_overrides(items, option).items()
     problems = []
     for key, value in pairs:
-        parts = [_coerce_key(p.strip()) for p in key.split(".")]
+        parts = [coerce_key(p.strip()) for p in key.split(".")]
         target: Any = data
         for depth, part in enumerate(parts):
             last = depth == len(parts) - 1

@@ -74,6 +74,7 @@ class EnsembleCritic:
             res.prompt_tokens_cached += r.prompt_tokens_cached
             res.windows = max(res.windows, r.windows)
             res.abstained += r.abstained
+            res.unscored_steps += r.unscored_steps
             for name, tokens in r.evidence.items():
                 res.evidence[name] = res.evidence.get(name, 0) + tokens
                 res.evidence_cut[name] = res.evidence_cut.get(name, 0) + r.evidence_cut.get(name, 0)

@@ -172,13 +172,23 @@ def tests_text(traj: Trajectory) -> list[str] | None:
 
 
 def reference_text(fix: ReferenceFix, budget: int, counter: TokenCounter) -> tuple[str, int]:
-    tests = ""
-    if fix.fail_to_pass:
-        names = ", ".join(fix.fail_to_pass[:20]) + (" ..." if len(fix.fail_to_pass) > 20 else "")
-        tests = f"Tests this fix makes pass (FAIL_TO_PASS): {names}\n"
-    room = max(budget - counter.count(tests), 32)
-    patch, cut = counter.clip(fix.patch.strip(), room)
-    return tests + patch, cut
+    """The test names (at most a quarter of the budget) and the patch (the rest), within `budget` together."""
+    tests, cut = "", 0
+    if fix.fail_to_pass:  # whole names, as many as fit
+        head, names = "Tests this fix makes pass (FAIL_TO_PASS): ", list(fix.fail_to_pass)
+
+        def fits(k: int) -> bool:
+            return counter.count(head + ", ".join(names[:k]) + f" (+{len(names)} more)") <= budget // 4
+
+        low, high = 0, len(names)  # the most names that fit (binary search: lists can be long)
+        while low < high:
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if fits(mid) else (low, mid - 1)
+        shown, rest = low, names[low:]
+        tests = head + ", ".join(names[:shown]) + (f" (+{len(rest)} more)" if rest else "") + "\n"
+        cut = counter.count(", ".join(rest))
+    patch, patch_cut = counter.clip(fix.patch.strip(), budget - counter.count(tests))
+    return tests + patch, cut + patch_cut
 
 
 def sections(traj: Trajectory, wanted: tuple[str, ...], budgets: dict[str, int], counter: TokenCounter,

@@ -71,6 +71,9 @@ class LLMCritic:
             raise ValueError(f"--samples {self.samples} needs sampling, but critic {self.id} has temperature "
                              f"{temperature}: set its temperature above 0 (e.g. -o temperature=0.7), or use "
                              "--samples 1")
+        if self.samples > 1 and self._fingerprint.get("decoding") == "guided":
+            raise ValueError(f"--samples {self.samples}: critic {self.id} decodes guided, which is greedy whatever "
+                             "the temperature (every sample would be the same answer); use -o decoding=free")
         if self.logprobs and self.samples > 1:
             raise ValueError(f"--confidence logprobs reads one answer's token probabilities; it does not combine "
                              f"with --samples {self.samples} (use --confidence votes to vote over samples)")
@@ -81,8 +84,8 @@ class LLMCritic:
 
     async def prepare(self) -> None:
         """Before any labelling: check that the server really returns log-probabilities when they are needed."""
-        if not self.logprobs:
-            return
+        if not self.logprobs or getattr(self.backend, "unreachable", None):
+            return  # an unreachable server: a fully cached run needs no probe; an uncached call stops the run
         probe = [{"role": "user", "content": "Reply with the single word: yes"}]
         try:
             completion = await self.backend.complete(probe, schema=None, max_tokens=1, logprobs=self.logprobs)
@@ -234,8 +237,6 @@ def build_critic(name: str, options: dict[str, Any], ctx: CriticContext) -> Crit
     try:
         made = factory(dict(options), ctx)
     except ValidationError as exc:  # name the critic (an ensemble holds several) and, for a typo, its options
-        import inspect
-
         from srft.config import validation_problems
 
         model = getattr(inspect.getmodule(factory), exc.title, None)

@@ -114,7 +114,7 @@ class TokenCounter:
 
     def clip(self, text: str, budget: int) -> tuple[str, int]:
         """Keep the head and tail of `text` within `budget` tokens; returns (text, tokens cut)."""
-        keep = max(budget - 8, 2)  # room for the cut marker
+        keep = max(budget - self.count(CUT_MARK.format(n=10 ** 6)), 2)  # room for the cut marker
         head, tail = keep // 2, keep - keep // 2
         if self._tok is None:
             total = self.count(text)

@@ -19,7 +19,6 @@ from srft.io import atomic_path, atomic_write_json, atomic_write_text
 from srft.lab.config import LabConfig
 from srft.lab.data import write_outcome_table
 
-BASELINE = "rft"
 BUDGET_RULE = "equal optimizer steps and samples per step for every fine-tuned arm, from one base model"
 
 

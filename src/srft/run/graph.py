@@ -77,6 +77,8 @@ def missing_inputs(recipe: Recipe) -> list[str]:
     named += [("ingest.outcomes", p) for p in recipe.ingest.outcomes]
     named += [("ingest.exclude_instances", recipe.ingest.exclude_instances), ("annotate.gold", recipe.annotate.gold),
               ("annotate.prompt.template", recipe.annotate.prompt.template),
+              ("annotate.prompt.reference", recipe.annotate.prompt.reference),
+              ("annotate.prompt.tokenizer", recipe.annotate.prompt.tokenizer),
               ("build.tokenizer", recipe.build.tokenizer), ("train.model", recipe.train.model),
               ("compare.instances", recipe.compare.instances)]
     if recipe.train.launch is not None:

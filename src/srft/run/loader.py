@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel
 
 from srft import config as _config
-from srft.config import YamlLoader, error_message
+from srft.config import YamlLoader, coerce_key, error_message
 
 class ConfigError(ValueError):
     """Every problem of a config file at once, one 'file:line: key: message' per line."""
@@ -39,10 +39,6 @@ def _line_map(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dic
             out[key] = item.start_mark.line + 1
             _line_map(item, key, out)
     return out
-
-
-def _coerce_key(key: str) -> Any:
-    return int(key) if key.isdigit() else key
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -84,7 +80,7 @@ def describe_error(path: Path, lines: dict[tuple, int], overrides: list[str], er
 def describe_loc(path: Path, lines: dict[tuple, int], overrides: list[str], loc: tuple, message: str) -> str:
     """'file:line: key: message' for the deepest part of `loc` found in the file or in an override."""
     key = ".".join(str(p) for p in loc) or "(top level)"
-    overridden = {tuple(_coerce_key(p) for p in o.partition("=")[0].split(".")) for o in overrides}
+    overridden = {tuple(coerce_key(p) for p in o.partition("=")[0].split(".")) for o in overrides}
     for o in sorted(overridden, key=len, reverse=True):  # it set this key, or replaced the subtree holding it
         if loc and (loc[:len(o)] == o or o[:len(loc)] == loc):
             return f"override {'.'.join(map(str, o))}: {key}: {message}"
