@@ -116,6 +116,7 @@ def run_case(case: str, work: Path, args) -> dict:
                              packing="packed" in case, gradient_checkpointing=ckpt, attn_implementation=_attn())
         report = run_train(work / "rows", work / f"out-{case}", config, callbacks=[clock.callback])
         loss, padding = report["final_loss"], report["padding_share"]
+        tokens = report["tokens_seen"]  # what srft trained on: rows it drops (nothing to train) do not count
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from trl import SFTConfig, SFTTrainer

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 
@@ -302,7 +303,11 @@ def test_pinned_losses_and_resume_after_crash(tiny_model, tmp_path):
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_train(build, tmp_path / "crash", cfg, callbacks=[CrashAfter(2).callback])
     assert not (tmp_path / "crash").exists() and (tmp_path / "crash.partial" / "checkpoints" / "checkpoint-2").is_dir()
-    (tmp_path / "crash.partial" / "checkpoints" / "checkpoint-3").mkdir()  # killed while saving: skipped
+    for n, files in ((3, ()), (4, ("trainer_state.json",))):  # killed while saving (no srft_plan.json yet): skipped
+        (tmp_path / "crash.partial" / "checkpoints" / f"checkpoint-{n}").mkdir()
+        for f in files:
+            shutil.copy(tmp_path / "crash.partial" / "checkpoints" / "checkpoint-2" / f,
+                        tmp_path / "crash.partial" / "checkpoints" / f"checkpoint-{n}" / f)
     resumed = run_train(build, tmp_path / "crash", cfg, resume=True)
     assert [e["loss"] for e in resumed["loss_curve"]] == pytest.approx(losses, abs=1e-6)
     assert resumed["resumed_from"].endswith("checkpoint-2") and resumed["steps"] == 4

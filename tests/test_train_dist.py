@@ -26,7 +26,9 @@ from srft.train.models import InitConfig, init_model, make_word_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "dist_worker.py"
-pytestmark = pytest.mark.slow
+# gloo processes on CPU against an in-process CPU reference (GPUs: benchmarks/bench_gpu.py)
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU references would run on the GPU")]
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +73,10 @@ def assert_same_run(one: Path, two: Path, per_process: tuple[str, ...] = ("grad_
     a, b = (json.loads((d / "train_report.json").read_text()) for d in (one, two))
     assert b["world_size"] == 2 and len(b["processes"]) == 2 and a["world_size"] == 1
     assert [e["loss"] for e in b["loss_curve"]] == pytest.approx([e["loss"] for e in a["loss_curve"]], rel=1e-5)
+    # Adam hides a wrongly scaled gradient in the weights; the logged gradient norm does not
+    # (logged where clipping is on: max_grad_norm > 0)
+    assert [e.get("grad_norm") for e in b["loss_curve"]] == pytest.approx(
+        [e.get("grad_norm") for e in a["loss_curve"]], rel=1e-4)
     for key in ("steps", "rows_seen", "tokens_seen", "trained_tokens"):
         assert b[key] == a[key], key
     # per_process: what may differ (by default each of 2 processes accumulates half the step); rows never do
@@ -163,12 +169,13 @@ def test_zero3_two_processes_equal_one(data, tmp_path):
     pytest.importorskip("deepspeed", reason="deepspeed is installed by `make test` (requirements-test.txt)")
     cases = {"token": cfg(data, batch_size=2, global_batch=4, max_grad_norm=1.0),
              "lora_sequence": cfg(data, method="lora", lora_r=4, lora_dropout=0.0, lr=1e-2, loss_norm="sequence",
-                                  batch_size=1, global_batch=4)}
+                                  batch_size=1, global_batch=4, max_grad_norm=1e6)}  # logs the norm, never clips
     two = tmp_path / "two"
     launch("configs/accelerate/zero3.yaml",
            [{"build": str(data["build"]), "out": str(two / n), "config": c} for n, c in cases.items()], tmp_path)
     for name, config in cases.items():
         report = assert_same_run(reference(data, name, config), two / name)
+        assert all(e["grad_norm"] > 0 for e in report["loss_curve"])  # so the gradient's scale was compared
         assert report["resolved"]["launch"]["distributed_type"] == "DEEPSPEED"
         assert report["resolved"]["launch"]["zero_stage"] == 3
         assert report["model"]["parameters"] == json.loads(

@@ -128,8 +128,11 @@ def test_a_launch_that_cannot_split_the_global_batch_fails_in_one_line(tiny_mode
      {"method": "full"}, "FSDP1 cannot run on CPU"),
     ({"WORLD_SIZE": "4"}, {"global_batch": 6}, "6 micro-batches of 1 row per step are not a multiple of 4"),
 ])
-def test_options_a_distributed_mode_cannot_honour(env, fields, message):
+def test_options_a_distributed_mode_cannot_honour(env, fields, message, monkeypatch):
     """What accelerate launch passes each process (its config as environment variables) against the TrainConfig."""
+    import srft.train.launch
+
+    monkeypatch.setattr(srft.train.launch, "_cuda", lambda: False)  # the CPU answers, also on a GPU host
     problems = launch_problems(TrainConfig(model="m", **fields), env)
     assert any(message in p for p in problems), problems
     assert launch_problems(TrainConfig(model="m"), {}) == []

@@ -189,12 +189,13 @@ def check_resume(checkpoint: Path, record: dict[str, Any]) -> None:
 
 
 def last_checkpoint(folder: Path) -> Path | None:
-    """The newest complete `checkpoint-N` under `folder` (a kill while saving leaves one without the
-    trainer_state.json that the Trainer writes last: it is skipped), or None."""
+    """The newest complete `checkpoint-N` under `folder`, or None. Complete: it has the Trainer's
+    trainer_state.json and then srft's plan record, written last (a kill while saving leaves one without)."""
     import re
 
     done = [(int(m.group(1)), c) for c in (folder.iterdir() if folder.is_dir() else ())
-            if (m := re.fullmatch(r"checkpoint-(\d+)", c.name)) and (c / "trainer_state.json").is_file()]
+            if (m := re.fullmatch(r"checkpoint-(\d+)", c.name)) and (c / "trainer_state.json").is_file()
+            and (c / PLAN_FILE).is_file()]
     return max(done)[1] if done else None
 
 
