@@ -176,6 +176,11 @@ def test_trl_trains_exactly_srfts_tokens(builds, family, tmp_path):
                        f"trl/{family} + completion_only_loss")
     with pytest.raises(ValueError, match="not conversational"):  # the setting that would re-derive labels refuses
         trl_rows(export, tmp_path, assistant_only_loss="true")
+    # TRL's own default max_length (1024) cuts these samples and drops those left with nothing to train: the
+    # written max_length is what keeps them whole
+    assert max(len(ids) for ids in built["dataset"]["input_ids"]) > 1024
+    cut = trl_rows(export, tmp_path / "d", max_length=1024)
+    assert len(cut) < len(built["dataset"]) and all(len(r["input_ids"]) <= 1024 for r in cut)
 
 
 # -- the other consumers, each in its own venv ------------------------------------------------------------------
@@ -240,7 +245,7 @@ MUST_FAIL = {
     "verl": {"stock_dataset_class": "KeyError: 'messages'", "other_tokenizer": "is not the one srft built",
              "truncating_max_length": "longer than data.max_length"},
     "torchtune": {"stock_chat_dataset": "KeyError: 'messages'", "other_tokenizer": "is not the one srft built",
-                  "truncating_max_seq_len": "tokenizer.max_seq_len"},
+                  "pack_smaller_than_a_sample": "tokenizer.max_seq_len="},
     "llamafactory": {"without_tokenized_path": "dataset_info.json"},
     "axolotl": {},
 }
@@ -268,8 +273,11 @@ def test_consumer_trains_exactly_srfts_tokens(consumer_runs, builds, name):
         if name == "axolotl":  # chat-template settings (type, train_on_inputs, roles) leave the labels alone
             assert_same_tokens(case["rows_chat_template_settings"], ds, f"axolotl/{family} + chat_template",
                                ordered=False)
+        if name == "llamafactory":  # cutoff_len / mask_history apply to its own preprocessing, not to ours
+            assert_same_tokens(case["rows_cutoff_mask_history"], ds, f"llamafactory/{family} + cutoff_len 16")
         if name == "torchtune":
             assert_packed(case["packed"], ds, f"torchtune/{family} packed")
+            assert_same_tokens(case["rows_short_max_seq_len"], ds, f"torchtune/{family} max_seq_len < longest")
 
 
 def assert_packed(packs: list[dict], ds, what: str) -> None:

@@ -5,7 +5,8 @@
 As `llamafactory-cli train llamafactory.yaml` does it (train/sft/workflow.py `run_sft`): get_train_args parses
 the export's YAML (only output_dir is overridden), load_tokenizer, get_template_and_fix_tokenizer,
 get_dataset(stage="sft"), and the SFTDataCollatorWith4DAttentionMask it trains with. Then the setting that must
-fail: the same config without `tokenized_path` (LLaMA-Factory's own preprocessing of the named dataset).
+fail: the same config without `tokenized_path` (LLaMA-Factory's own preprocessing of the named dataset), and
+settings that must change nothing (`cutoff_len: 16`, `mask_history: true`).
 """
 
 import sys
@@ -47,7 +48,10 @@ def case(spec: dict) -> dict:
                      "trained": (batch["labels"][0, :n] != IGNORE_INDEX).int().tolist()})
     stock = {k: v for k, v in args.items() if k != "tokenized_path"}
     checks = {"without_tokenized_path": failure(lambda: load(stock))}
-    return {"rows": rows, "checks": checks}
+    # settings that re-cut or re-mask LLaMA-Factory's own preprocessing must leave the tokenized data alone
+    cut, _ = load({**args, "cutoff_len": 16, "mask_history": True})
+    rows_cut = [{"input_ids": r["input_ids"], "trained": [int(x != IGNORE_INDEX) for x in r["labels"]]} for r in cut]
+    return {"rows": rows, "rows_cutoff_mask_history": rows_cut, "checks": checks}
 
 
 if __name__ == "__main__":

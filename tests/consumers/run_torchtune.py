@@ -56,10 +56,16 @@ def case(spec: dict) -> dict:
             "conversation_style": "openai"}), tokenizer)[0]),
         "other_tokenizer": failure(lambda: config.instantiate(
             dataset_section(export), config.instantiate(OmegaConf.create(spec["other_tokenizer"])))),
-        "truncating_max_seq_len": failure(lambda: config.instantiate(dataset_section(export), short_tok)),
+        "pack_smaller_than_a_sample": failure(lambda: config.instantiate(dataset_section(export, packed=True),
+                                                                         short_tok)),
     }
+    short = config.instantiate(dataset_section(export), short_tok)  # unpacked: max_seq_len cuts nothing
+    rows_short = []
+    for i in range(len(short)):
+        batch = padded_collate_sft([short[i]], padding_idx=tokenizer.pad_id, ignore_idx=IGNORE_INDEX)
+        rows_short += rows_of(batch["tokens"], batch["labels"])
     sys.path.remove(str(export))
-    return {"rows": rows, "packed": packed, "checks": checks}
+    return {"rows": rows, "rows_short_max_seq_len": rows_short, "packed": packed, "checks": checks}
 
 
 if __name__ == "__main__":

@@ -58,15 +58,15 @@ def srft_dataset(tokenizer, *, data_files: str = DATA_FILES, packed: bool = Fals
     check_tokenizer(tokenizer)
     ds = SFTDataset(source="parquet", data_files=data_files, split=split, message_transform=SrftTokens(),
                     model_transform=Unchanged())
+    if not packed:  # the tokens are final: unpacked rows are never cut, whatever tokenizer.max_seq_len says
+        return ds
     limit = getattr(tokenizer, "max_seq_len", None)
+    if limit is None:
+        raise ValueError("packed=True needs tokenizer.max_seq_len (the pack size)")
     files = [data_files] if isinstance(data_files, str) else list(data_files)
     longest = max((pc.max(pc.list_value_length(pq.read_table(f, columns=["input_ids"]).column(0))).as_py() or 0
                    for f in files), default=0)
-    if limit is not None and longest > limit:  # torchtune would truncate: the trained tokens would change
-        raise ValueError(f"srft's longest sample has {longest} tokens > tokenizer.max_seq_len={limit}: raise "
-                         f"tokenizer.max_seq_len, or rebuild with `srft build --max-length {limit}`")
-    if packed:
-        if limit is None:
-            raise ValueError("packed=True needs tokenizer.max_seq_len (the pack size)")
-        return PackedDataset(ds, max_seq_len=limit, split_across_pack=False)
-    return ds
+    if longest > limit:  # a sample that fits no pack: say which option to change
+        raise ValueError(f"srft's longest sample has {longest} tokens > tokenizer.max_seq_len={limit} (the pack "
+                         f"size): raise tokenizer.max_seq_len, or rebuild with `srft build --max-length {limit}`")
+    return PackedDataset(ds, max_seq_len=limit, split_across_pack=False)
