@@ -138,14 +138,19 @@ def test_options_a_distributed_mode_cannot_honour(env, fields, message, monkeypa
     assert launch_problems(TrainConfig(model="m"), {}) == []
 
 
-def test_resume_with_another_batch_plan_is_refused_before_loading(tiny_model, tmp_path):  # noqa: F811
+def test_resume_with_another_batch_plan_is_refused_before_loading(tiny_model, tmp_path, monkeypatch):  # noqa: F811
+    import srft.train.run
+
     build = save_build(tmp_path / "b", synthetic_rows(8, seed=14))
     cfg = config(tiny_model, batch_size=2, max_steps=2, save_steps=1)
     run_train(build, tmp_path / "out", cfg)
+    load = srft.train.run.load_model
+    monkeypatch.setattr(srft.train.run, "load_model", lambda c: pytest.fail("the model loaded before the refusal"))
     with pytest.raises(TrainError, match=r"micro_batches_per_step 1 \(this run: 2\).*global_batch keeps it fixed"):
         run_train(build, tmp_path / "out", cfg.model_copy(update={"grad_accum": 2, "max_steps": 3}), resume=True)
     with pytest.raises(TrainError, match=r"batch_size 2 \(this run: 4\)"):
         run_train(build, tmp_path / "out", cfg.model_copy(update={"batch_size": 4, "max_steps": 3}), resume=True)
+    monkeypatch.setattr(srft.train.run, "load_model", load)
     # The same plan continues.
     longer = run_train(build, tmp_path / "out", cfg.model_copy(update={"max_steps": 3}), resume=True)
     assert longer["steps"] == 3
@@ -165,3 +170,19 @@ def test_a_launch_config_that_would_start_one_process_is_refused(tmp_path):
     assert launch_config_problems(cpu, 1) == []
     root = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
     assert all(launch_config_problems(root / f"{name}.yaml", 2) == [] for name in ("ddp", "fsdp", "zero3"))
+
+
+def test_a_crash_in_the_second_epoch_resumes_with_that_epochs_order(tiny_model, tmp_path):  # noqa: F811
+    """Each epoch has its own shuffled order (the plan is seeded per epoch): a run killed in epoch 1 continues
+    with epoch 1's order, not epoch 0's, and ends with the uninterrupted run's losses."""
+    from test_train import CrashAfter
+
+    build = save_build(tmp_path / "b", synthetic_rows(12, seed=21))
+    cfg = config(tiny_model, batch_size=2, grad_accum=2, epochs=2, save_steps=1, seed=4)  # 3 steps an epoch
+    whole = [e["loss"] for e in run_train(build, tmp_path / "whole", cfg)["loss_curve"]]
+    assert len(whole) == 6
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_train(build, tmp_path / "crash", cfg, callbacks=[CrashAfter(4).callback])
+    resumed = run_train(build, tmp_path / "crash", cfg, resume=True)
+    assert resumed["resumed_from"].endswith("checkpoint-4")
+    assert [e["loss"] for e in resumed["loss_curve"]] == pytest.approx(whole, abs=1e-6)
