@@ -147,13 +147,18 @@ def test_votes_and_logprobs_through_a_real_llama_cpp_server(llama_server, real_p
     voted = runner.invoke(app, [*base, "--out", str(tmp_path / "votes"), "-o", "temperature=0.8", "--samples", "3"])
     assert voted.exit_code == 0, voted.output
     report = json.loads(voted.stdout)
-    assert report["calls"] == 3 and report["failed"] == 0 and report["steps"] == 2
+    # at temperature 0.8 the 135M model sometimes answers a sample invalidly: that sample is re-asked once (one
+    # more call), and abstains if the re-ask is invalid too
+    assert 3 <= report["calls"] <= 6 and report["failed"] == 0 and report["steps"] == 2
+    full = json.loads((tmp_path / "votes" / "annotate_report.json").read_text())
+    valid = 3 - full["confidence"]["abstained_samples"]
+    assert valid >= 1
     labels = read_labels(tmp_path / "votes" / "annotations.parquet", {two.id: two})
     for lab in labels:
-        assert sum(lab.votes.values()) == 3 and lab.votes[lab.label] == max(lab.votes.values())
-        assert lab.confidence == pytest.approx(lab.votes[lab.label] / 3, abs=1e-6)
-    with sqlite3.connect(tmp_path / "votes" / "critic_cache.sqlite") as db:
-        assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 3  # each sample on its own
+        assert sum(lab.votes.values()) == valid and lab.votes[lab.label] == max(lab.votes.values())
+        assert lab.confidence == pytest.approx(lab.votes[lab.label] / valid, abs=1e-6)
+    with sqlite3.connect(tmp_path / "votes" / "critic_cache.sqlite") as db:  # each sample (and re-ask) on its own
+        assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == report["calls"]
 
     scored = runner.invoke(app, [*base, "--out", str(tmp_path / "logprobs"), "--confidence", "logprobs"])
     assert scored.exit_code == 0, scored.output
